@@ -1,0 +1,307 @@
+"""Typed run configuration: validated models, YAML in/out, presets and ``--set`` overrides.
+
+A config key is a constructor argument somewhere: no global option object reaches into classes.
+Unknown keys and wrong types are rejected with a one-line ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dmlkit.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Which dataset, which split protocol, which transforms."""
+
+    name: str = "fashion-mnist"
+    root: str | None = None
+    download: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+    protocol: Literal["zero_shot", "closed_set", "official"] = "zero_shot"
+    train_classes: list[int] | None = None
+    all_images: bool = False
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    max_per_class: int | None = Field(None, ge=2)
+    transform: str = "small"
+    image_size: int | None = Field(None, ge=8)
+    on_bad_image: Literal["fail", "skip"] = "fail"
+    num_workers: int = Field(0, ge=0)
+
+
+class HeadConfig(Section):
+    """One embedding head: Linear(features -> dim) and its output mode."""
+
+    dim: int = Field(128, ge=1)
+    output: Literal["l2", "raw", "mean_distance"] = "l2"
+
+
+class ModelConfig(Section):
+    """Backbone + embedding head(s)."""
+
+    backbone: str = "small_cnn"
+    pretrained: bool = False
+    freeze_bn: bool = False
+    head: HeadConfig = Field(default_factory=HeadConfig)
+
+
+class LossConfig(Section):
+    """A pytorch-metric-learning loss and miner, by class name, with their parameters."""
+
+    name: str = "TripletMarginLoss"
+    params: dict[str, Any] = Field(default_factory=lambda: {"margin": 0.1})
+    distance: str | None = None
+    distance_params: dict[str, Any] = Field(default_factory=dict)
+    miner: str | None = "TripletMarginMiner"
+    miner_params: dict[str, Any] = Field(
+        default_factory=lambda: {"margin": 0.1, "type_of_triplets": "semihard"}
+    )
+    lr: float | None = Field(None, gt=0, description="lr of loss parameters (default: optim.lr)")
+
+
+class MDRConfig(Section):
+    """Multi-level Distance Regularization (Kim & Park, AAAI 2021)."""
+
+    weight: float = Field(0.6, ge=0, description="lambda")
+    nu: float = Field(0.01, ge=0)
+    levels: list[float] = Field(default_factory=lambda: [-3.0, 0.0, 3.0])
+    momentum: float = Field(0.9, ge=0, lt=1)
+    include_diagonal: bool = True
+
+
+class SharingConfig(Section):
+    """Sharing Matters (Milbich, Roth et al., TPAMI 2020)."""
+
+    shared_dim: int = Field(128, ge=1)
+    num_surrogate_labels: int = Field(196, ge=3)
+    shared_loss: LossConfig = Field(
+        default_factory=lambda: LossConfig(
+            name="MarginLoss", params={"margin": 0.2, "beta": 1.2, "learn_beta": True},
+            miner=None, miner_params={},
+        )
+    )
+    decorrelation_weight: float = Field(500.0, ge=0, description="disw")
+    regressor_hidden: int = Field(512, ge=1)
+    regressor_lr: float = Field(1e-5, gt=0)
+    regressor_weight_decay: float = Field(1e-6, ge=0)
+    combined_step: bool = False
+    retrieval: Literal["class", "concat"] = "class"
+    cutoff: float = 0.5
+
+
+class GuidedConfig(Section):
+    """Guided DML (Gonzalez-Zapata et al., 2022): master -> targets -> student."""
+
+    teacher: Literal["master", "run"] = "master"
+    teacher_run: str | None = None
+    master_epochs: int = Field(10, ge=0)
+    master_lr: float = Field(1e-3, gt=0)
+    master_margin: float = 3.0
+    master_beta: float = Field(0.005, ge=0, le=1)
+    master_batch_size: int = Field(64, ge=2)
+    master_raw_pixels: bool = Field(
+        True, description="feed the master raw 0-255 pixels, as the official code"
+    )
+    metric_weight: float = Field(0.0, ge=0, description="weight of an added metric loss")
+
+
+class MethodConfig(Section):
+    """What a training step computes."""
+
+    name: Literal["metric", "mdr", "sharing", "guided"] = "metric"
+    loss: LossConfig = Field(default_factory=LossConfig)
+    mdr: MDRConfig = Field(default_factory=MDRConfig)
+    sharing: SharingConfig = Field(default_factory=SharingConfig)
+    guided: GuidedConfig = Field(default_factory=GuidedConfig)
+
+
+class OptimConfig(Section):
+    """Optimizer and learning-rate schedule."""
+
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0)
+    schedule: Literal["none", "multistep", "cosine", "plateau"] = "none"
+    milestones: list[float] = Field(
+        default_factory=lambda: [0.4, 0.6, 0.8], description="fractions of training"
+    )
+    gamma: float = Field(0.2, gt=0)
+    plateau_patience: int = Field(3, ge=0)
+    grad_clip_value: float | None = Field(None, gt=0)
+
+
+class TrainConfig(Section):
+    """Loop settings."""
+
+    epochs: int = Field(3, ge=0)
+    batch_size: int = Field(64, ge=2)
+    m_per_class: int = Field(4, ge=1)
+    batches_per_epoch: int | None = Field(None, ge=1)
+    eval_every: int = Field(1, ge=0, description="validate every N epochs (0: never)")
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = True
+    keep_checkpoints: int = Field(2, ge=1)
+    patience: int | None = Field(None, ge=1, description="early stop on validation MAP@R")
+
+
+class EvalConfig(Section):
+    """Evaluation settings (see docs/metrics.md)."""
+
+    recall_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
+    distance: Literal["euclidean", "cosine", "dot"] = "euclidean"
+    normalize: bool = True
+    batch_size: int = Field(512, ge=1)
+    nmi: bool = True
+    evaluate_untrained: bool = True
+
+
+class RunConfig(Section):
+    """Where the run directory goes."""
+
+    name: str | None = None
+    root: str = "runs"
+
+
+class Config(Section):
+    """A full, resolved run configuration."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form (identifies a configuration)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "<root>"
+    if e["type"] == "extra_forbidden":
+        return f"config: unknown key '{key}'"
+    return f"config: '{key}': {e['msg']} (got {e.get('input')!r})"
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested dict into a Config; one-line ConfigError on the first problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
+            else v
+    return out
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with dmlkit."""
+    files = resources.files("dmlkit.presets").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a YAML mapping")
+    return data
+
+
+def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config file or preset as a dict, with ``extends: OTHER`` resolved (recursively)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = _read_yaml(path.read_text(), str(path))
+    else:
+        res = resources.files("dmlkit.presets") / f"{name_or_path}.yaml"
+        if not res.is_file():
+            raise ConfigError(
+                f"no preset or config file {name_or_path!r}; presets: {', '.join(preset_names())}"
+            )
+        data = _read_yaml(res.read_text(), f"preset {name_or_path}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if parent in seen:
+        raise ConfigError(f"config: 'extends' cycle through {parent!r}")
+    return _deep_merge(_load_raw(str(parent), (*seen, str(parent))), data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.epochs=5"`` -> (["train", "epochs"], 5); the value is parsed as YAML.
+
+    >>> parse_override("optim.lr=1e-3")
+    (['optim', 'lr'], 0.001)
+    >>> parse_override("eval.recall_ks=[1, 10]")
+    (['eval', 'recall_ks'], [1, 10])
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, value = item.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    # YAML 1.1 reads "1e-3" as a string: accept it as the float the user meant.
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set key=value`` overrides to a raw config dict."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load(name_or_path: str, overrides: list[str] | None = None) -> Config:
+    """Load a preset name or YAML path, apply overrides, validate."""
+    return from_dict(apply_overrides(_load_raw(name_or_path), overrides or []))
+
+
+def save(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Datasets (one module per family), splits, samplers and transforms."""

@@ -1,0 +1,67 @@
+"""`build_data`: config -> catalog -> protocol splits -> datasets with their transforms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dmlkit.config import DataConfig
+from dmlkit.data.dataset import ImageDataset
+from dmlkit.data.registry import load_catalog
+from dmlkit.data.splits import EvalSplit, Splits, make_splits
+from dmlkit.data.transforms import build_transform
+
+
+@dataclass
+class EvalData:
+    """Datasets of one retrieval evaluation (reference None: compared to self)."""
+
+    query: ImageDataset
+    reference: ImageDataset | None
+
+
+@dataclass
+class DataBundle:
+    """Everything a run reads: training set (train transform), and the evaluation sets."""
+
+    splits: Splits
+    train: ImageDataset
+    train_eval: ImageDataset
+    val: EvalData | None
+    test: EvalData
+    in_channels: int
+    image_size: int | None
+
+
+def _channels(splits: Splits) -> int:
+    cat = splits.train
+    return int(cat.images.shape[-1]) if cat.images is not None else 3
+
+
+def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
+    """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``."""
+    catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
+    if catalog.paths is not None:
+        from dmlkit.data.image_check import check_images
+
+        catalog, _ = check_images(catalog, on_error=cfg.on_bad_image)
+    splits = make_splits(
+        catalog, cfg.protocol, cfg.train_classes, cfg.all_images, cfg.val_fraction,
+        cfg.max_per_class, seed,
+    )
+    channels = _channels(splits)
+    train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
+    eval_tf = build_transform(cfg.transform, False, cfg.image_size, channels)
+
+    def eval_data(split: EvalSplit) -> EvalData:
+        ref = None if split.reference is None else ImageDataset(split.reference, eval_tf)
+        return EvalData(ImageDataset(split.query, eval_tf), ref)
+
+    return DataBundle(
+        splits=splits,
+        train=ImageDataset(splits.train, train_tf),
+        train_eval=ImageDataset(splits.train, eval_tf),
+        val=None if splits.val is None else eval_data(splits.val),
+        test=eval_data(splits.test),
+        in_channels=channels,
+        image_size=cfg.image_size,
+    )

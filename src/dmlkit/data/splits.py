@@ -1,0 +1,109 @@
+"""Protocol splits of a Catalog: which samples train, validate and test, and how test is queried.
+
+- ``zero_shot``: classes sorted; the first half (or ``train_classes``) train, the rest test
+  (class-disjoint, as DML benchmarks). Train uses the official train images of the train
+  classes and test the official test images of the test classes, unless ``all_images``. For
+  CUB/Cars/SOP the official split is already class-disjoint, so both readings agree.
+- ``closed_set``: the same classes in train and test (Guided DML's protocol); test images are
+  queries and train images the reference set.
+- ``official``: the catalog's split as is (In-Shop: test = query vs gallery).
+
+``val_fraction`` holds out the last classes of the train classes (class-disjoint) for
+validation during training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dmlkit.data.catalog import Catalog
+from dmlkit.errors import DataError
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """A retrieval evaluation: queries and an optional separate reference (gallery) set."""
+
+    query: Catalog
+    reference: Catalog | None = None
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Training catalog, optional validation split and the test split."""
+
+    train: Catalog
+    val: EvalSplit | None
+    test: EvalSplit
+
+
+def _cap_per_class(cat: Catalog, max_per_class: int | None, seed: int) -> Catalog:
+    if max_per_class is None:
+        return cat
+    rng = np.random.default_rng(seed)
+    keep = [
+        np.sort(rng.permutation(np.flatnonzero(cat.labels == c))[:max_per_class])
+        for c in cat.classes
+    ]
+    return cat.subset(np.sort(np.concatenate(keep)))
+
+
+def split_classes(classes: np.ndarray, train_classes: list[int] | None) -> np.ndarray:
+    """Boolean mask over sorted ``classes``: True for training classes (default: first half)."""
+    classes = np.sort(classes)
+    if train_classes is None:
+        return np.arange(len(classes)) < len(classes) // 2
+    unknown = set(train_classes) - set(classes.tolist())
+    if unknown:
+        raise DataError(f"train_classes {sorted(unknown)} are not in the dataset")
+    return np.isin(classes, train_classes)
+
+
+def make_splits(
+    cat: Catalog,
+    protocol: str = "zero_shot",
+    train_classes: list[int] | None = None,
+    all_images: bool = False,
+    val_fraction: float = 0.0,
+    max_per_class: int | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Cut a catalog into train / val / test following ``protocol`` (see module doc)."""
+    cat = _cap_per_class(cat, max_per_class, seed)
+    in_train_split = cat.split == "train"
+    if protocol == "zero_shot":
+        classes = cat.classes
+        train_set = classes[split_classes(classes, train_classes)]
+        is_train_class = np.isin(cat.labels, train_set)
+        if len(train_set) == 0 or len(train_set) == len(classes):
+            raise DataError("zero_shot split needs classes on both sides")
+        train_mask = is_train_class & (in_train_split | all_images)
+        test_mask = ~is_train_class & (~in_train_split | all_images)
+        if not test_mask.any():  # datasets without an official test split
+            test_mask = ~is_train_class
+        train, test = cat.subset(train_mask), EvalSplit(cat.subset(test_mask))
+    elif protocol == "closed_set":
+        train = cat.subset(in_train_split)
+        test = EvalSplit(query=cat.subset(~in_train_split), reference=train)
+    elif protocol == "official":
+        train = cat.subset(in_train_split)
+        rest = cat.subset(~in_train_split)
+        if rest.is_query is not None:
+            test = EvalSplit(rest.subset(rest.is_query), rest.subset(rest.is_gallery))
+        else:
+            test = EvalSplit(rest)
+    else:
+        raise DataError(f"unknown protocol {protocol!r}")
+    if len(train) == 0 or len(test.query) == 0:
+        raise DataError(f"protocol {protocol}: empty train or test split")
+    val = None
+    if val_fraction > 0:
+        classes = train.classes
+        n_val = max(1, int(round(val_fraction * len(classes))))
+        if n_val >= len(classes):
+            raise DataError(f"val_fraction {val_fraction} leaves no training class")
+        is_val = np.isin(train.labels, classes[-n_val:])
+        val, train = EvalSplit(train.subset(is_val)), train.subset(~is_val)
+    return Splits(train=train, val=val, test=test)

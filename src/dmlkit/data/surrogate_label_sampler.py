@@ -1,0 +1,184 @@
+"""`SurrogateLabelBatchSampler`: random images in blocks of m that share a random surrogate label.
+
+This is the shared-feature stream of Sharing Matters (Milbich, Roth et al.). Each epoch draws a
+seeded permutation of the dataset (no image twice within an epoch), cuts it into batches, and
+cuts every batch into blocks of ``m`` consecutive images. Block k gets a surrogate label s_k
+drawn uniformly from {0..L-1} excluding s_{k-1} and s_{k-2} (L = ``num_surrogate_labels``), the
+chain running across batch boundaries within the epoch. A surrogate "class" is thus ``m`` random
+images, almost always of different ground-truth classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from dmlkit.errors import CheckpointError, ConfigError
+
+
+class SurrogateLabelBatchSampler:
+    """A torch ``batch_sampler`` yielding lists of dataset indices; labels come from the sampler.
+
+    The stream is a pure function of ``(seed, epoch)``. ``surrogate_labels(batch_idx)`` returns
+    the labels of batch ``batch_idx`` of the current epoch; they do not depend on how far the
+    iterator has run, so they stay right when a DataLoader pre-fetches. As with
+    ``DistributedSampler``, call ``set_epoch`` before each epoch: otherwise every epoch repeats the
+    same stream.
+
+    ``drop_last=True``: ``len(self) = N // batch_size``; the last ``N % batch_size`` images of the
+    permutation are not seen that epoch (different ones each epoch). ``drop_last=False``:
+    ``ceil(N / batch_size)`` batches; the last one is topped up with the first images of the
+    permutation, so every batch is full (no index twice within a batch) and those images are seen
+    twice that epoch.
+
+    Exact resume: ``state_dict()`` records the epoch and how many batches the iterator yielded.
+    With ``DataLoader(num_workers>0)`` the iterator runs ahead of the loop (pre-fetching); then
+    checkpoint at epoch ends, or resume with ``set_epoch(epoch, start_batch=batches_done)``.
+
+    Alone, with any pytorch-metric-learning loss:
+
+    >>> from pytorch_metric_learning.losses import TripletMarginLoss
+    >>> sampler = SurrogateLabelBatchSampler(10, batch_size=4, m=2, num_surrogate_labels=5)
+    >>> len(sampler)
+    2
+    >>> embeddings = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
+    >>> sampler.set_epoch(0)
+    >>> for b, idx in enumerate(sampler):
+    ...     labels = sampler.surrogate_labels(b)
+    ...     loss = TripletMarginLoss()(embeddings[idx], labels)
+    >>> bool(labels[0] == labels[1]) and bool(labels[1] != labels[2])
+    True
+
+    In a training loop (``start_batch`` is 0 unless resuming mid-epoch)::
+
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=4)
+        for epoch in range(start_epoch, epochs):
+            sampler.set_epoch(epoch, start_batch)
+            for b, (images, gt, _) in enumerate(loader, start=start_batch):
+                surrogate = sampler.surrogate_labels(b)
+            start_batch = 0
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        m: int = 4,
+        num_surrogate_labels: int = 196,
+        seed: int = 0,
+        drop_last: bool = True,
+    ) -> None:
+        if m < 2:
+            raise ConfigError(
+                f"surrogate-label blocks of m={m} image(s) have no positive pair: set m >= 2"
+            )
+        if batch_size < m:
+            raise ConfigError(
+                f"batch_size {batch_size} is smaller than one surrogate-label block of m={m}: "
+                f"raise batch_size to a multiple of {m} or lower m"
+            )
+        if batch_size % m:
+            below = batch_size - batch_size % m
+            raise ConfigError(
+                f"batch_size {batch_size} is not a multiple of the block size m={m}: "
+                f"use e.g. batch_size {below} or {below + m}"
+            )
+        if num_surrogate_labels < 3:
+            raise ConfigError(
+                f"num_surrogate_labels={num_surrogate_labels}: need >= 3 so that each block's "
+                "label can differ from the previous two"
+            )
+        if num_samples < batch_size:
+            raise ConfigError(
+                f"the dataset has {num_samples} samples, fewer than one batch of {batch_size}: "
+                "lower batch_size"
+            )
+        if seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {seed}")
+        self.num_samples, self.batch_size, self.m = num_samples, batch_size, m
+        self.num_surrogate_labels, self.seed, self.drop_last = num_surrogate_labels, seed, drop_last
+        self.epoch = 0
+        self.start_batch = 0
+        self._plan_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + int(rest > 0 and not self.drop_last)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select epoch ``epoch``'s stream; the next iteration starts at batch ``start_batch``."""
+        if epoch < 0 or not 0 <= start_batch <= len(self):
+            raise ConfigError(
+                f"set_epoch({epoch}, start_batch={start_batch}): need epoch >= 0 and "
+                f"0 <= start_batch <= {len(self)}"
+            )
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Epoch ``epoch``'s indices (batches x batch_size) and block labels (batches x blocks)."""
+        if self._plan_cache is not None and self._plan_cache[0] == epoch:
+            return self._plan_cache[1:]
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(self.num_samples)
+        n_batches = len(self)
+        total = n_batches * self.batch_size
+        top_up = perm[: max(0, total - self.num_samples)]
+        indices = np.concatenate([perm, top_up])[:total].reshape(n_batches, self.batch_size)
+        # Block k draws uniformly among the labels other than s_{k-1}, s_{k-2}: draw a rank r in
+        # {0..L-1-|forbidden|} and step over the forbidden labels in increasing order.
+        n_blocks = n_batches * (self.batch_size // self.m)
+        uniform = rng.random(n_blocks)
+        labels = np.empty(n_blocks, dtype=np.int64)
+        for k in range(n_blocks):
+            forbidden = sorted(labels[max(0, k - 2) : k].tolist())
+            label = int(uniform[k] * (self.num_surrogate_labels - len(forbidden)))
+            for f in forbidden:
+                label += label >= f
+            labels[k] = label
+        labels = labels.reshape(n_batches, -1)
+        self._plan_cache = (epoch, indices, labels)
+        return indices, labels
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices, _ = self._plan(self.epoch)
+        start, self.start_batch = self.start_batch, 0
+        for b in range(start, len(indices)):
+            self.start_batch = b + 1
+            yield indices[b].tolist()
+        self.start_batch = 0
+
+    def surrogate_labels(self, batch_idx: int) -> torch.Tensor:
+        """Surrogate labels (int64, shape (batch_size,)) of batch ``batch_idx`` of this epoch."""
+        if not 0 <= batch_idx < len(self):
+            raise IndexError(f"batch_idx {batch_idx} out of range for {len(self)} batches")
+        _, labels = self._plan(self.epoch)
+        return torch.from_numpy(labels[batch_idx]).repeat_interleave(self.m)
+
+    def _config(self) -> dict[str, int | bool]:
+        return {
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "m": self.m,
+            "num_surrogate_labels": self.num_surrogate_labels,
+            "seed": self.seed,
+            "drop_last": self.drop_last,
+        }
+
+    def state_dict(self) -> dict[str, int | bool]:
+        """Config plus position: ``epoch`` and ``start_batch`` (batches already yielded)."""
+        return {**self._config(), "epoch": self.epoch, "start_batch": self.start_batch}
+
+    def load_state_dict(self, state: dict[str, int | bool]) -> None:
+        """Resume at the saved epoch and batch; the config must match the saved one."""
+        config = self._config()
+        saved = {k: state.get(k) for k in config}
+        if saved != config:
+            diff = ", ".join(f"{k}: saved {saved[k]}, now {v}" for k, v in config.items()
+                             if saved[k] != v)
+            raise CheckpointError(
+                f"surrogate-label sampler state does not match this config ({diff}): "
+                "resume with the saved data settings"
+            )
+        self.set_epoch(int(state["epoch"]), int(state["start_batch"]))

@@ -1,0 +1,89 @@
+"""Named transform presets (train and eval), matching the papers' pipelines.
+
+Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float tensor.
+
+| preset | train | eval |
+|---|---|---|
+| small | resize to image_size (if set) | same |
+| small_aug | + random crop (pad 2) and horizontal flip | resize |
+| cifar | random crop 32 (pad 4), flip; CIFAR mean/std | CIFAR mean/std |
+| raw255 | float pixels 0-255, no normalization (Guided DML's official input) | same |
+| mlrc | resize 256, random resized crop 227 (scale 0.16-1), flip | resize 256, center 227 |
+| mdr | resize 256x256, random resized crop 224 (scale 0.16-1), flip | resize 256x256, center 224 |
+| sharing | random resized crop 224, flip | resize 256, center 224 |
+| *_bninception | as above with BN-Inception input: BGR, 0-255, mean (104, 117, 128), std 1 | |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+from dmlkit.errors import ConfigError
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CIFAR = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+HALF = ((0.5,), (0.5,))
+
+
+class _BNInceptionInput:
+    """RGB [0, 1] -> BGR [0, 255] minus (104, 117, 128): the BN-Inception convention."""
+
+    mean = torch.tensor([104.0, 117.0, 128.0]).view(3, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(0) * 255.0 - self.mean
+
+
+def _normalize(stats: tuple, channels_hint: int | None) -> Callable:
+    mean, std = stats
+    if channels_hint == 1 and len(mean) == 3:
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    return v2.Normalize(mean, std)
+
+
+def build_transform(
+    name: str, train: bool, image_size: int | None = None, channels: int | None = None
+) -> Callable:
+    """The ``train`` or eval transform of preset ``name``."""
+    bgr = name.endswith("_bninception")
+    base = name.removesuffix("_bninception")
+    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    resize = [v2.Resize((image_size, image_size), antialias=True)] if image_size else []
+    big = [InterpolationMode.BILINEAR]
+    if base == "small":
+        ops = [*resize, *to_float, _normalize(HALF, channels)]
+    elif base == "small_aug":
+        size = image_size
+        aug = [v2.RandomCrop(size, padding=2), v2.RandomHorizontalFlip()] if train and size else \
+            [v2.RandomHorizontalFlip()] if train else []
+        ops = [*resize, *aug, *to_float, _normalize(HALF, channels)]
+    elif base == "cifar":
+        aug = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if train else []
+        ops = [*resize, *aug, *to_float, _normalize(CIFAR, channels)]
+    elif base == "raw255":
+        ops = [*resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=False)]
+    elif base in ("mlrc", "mdr", "sharing"):
+        crop = {"mlrc": 227, "mdr": 224, "sharing": 224}[base]
+        pre = {"mlrc": [v2.Resize(256, *big)], "mdr": [v2.Resize((256, 256), *big)],
+               "sharing": []}[base]
+        if train:
+            scale = (0.08, 1.0) if base == "sharing" else (0.16, 1.0)
+            ops = [*pre, v2.RandomResizedCrop(crop, scale=scale, antialias=True),
+                   v2.RandomHorizontalFlip()]
+        else:
+            eval_pre = [v2.Resize(256, *big)] if base == "sharing" else pre
+            ops = [*eval_pre, v2.CenterCrop(crop)]
+        ops = [*ops, *to_float] + ([] if bgr else [_normalize(IMAGENET, channels)])
+    else:
+        raise ConfigError(
+            f"unknown transform preset {name!r}; known: small, small_aug, cifar, raw255, mlrc, "
+            "mdr, sharing (+ _bninception)"
+        )
+    if bgr:
+        if base not in ("mlrc", "mdr", "sharing"):
+            raise ConfigError(f"{name}: BN-Inception input applies to the 224/227 px presets")
+        ops.append(_BNInceptionInput())
+    return v2.Compose(ops)

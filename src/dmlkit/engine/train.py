@@ -1,0 +1,48 @@
+"""`train`: the path of one run, from a resolved config to a filled run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from dmlkit import config as config_mod
+from dmlkit.config import Config
+from dmlkit.data.build import build_data
+from dmlkit.engine.run_dir import RunDir
+from dmlkit.engine.seed import resolve_device, seed_everything
+from dmlkit.engine.trainer import Trainer
+from dmlkit.methods.build import build_method
+from dmlkit.models.embedding_model import build_model
+
+
+def train(cfg: Config, resume: Path | None = None, console: Console | None = None) -> RunDir:
+    """config -> data -> model -> method -> Trainer.fit -> run directory.
+
+    With ``resume`` the run directory's own config is used and training continues from its
+    newest checkpoint.
+    """
+    if resume is not None:
+        run = RunDir(Path(resume))
+        cfg = config_mod.load(str(run.config_path))
+    else:
+        run = None
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = build_data(cfg.data, cfg.train.seed)
+    method = build_method(cfg, data.splits.train.classes)
+    model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    run = run or RunDir.create(cfg)
+    trainer = Trainer(cfg, data, model, method, run, resolve_device(cfg.train.device), console)
+    if resume is not None:
+        trainer.resume()
+    trainer.fit()
+    return run
+
+
+def method_heads(cfg: Config) -> dict:
+    """Extra heads and the retrieval head(s) a method needs from the model."""
+    if cfg.method.name == "sharing":
+        s = cfg.method.sharing
+        retrieval = "embedding" if s.retrieval == "class" else ["embedding", "shared"]
+        return {"extra_heads": {"shared": s.shared_dim}, "retrieval": retrieval}
+    return {}

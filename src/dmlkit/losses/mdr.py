@@ -1,0 +1,140 @@
+"""Multi-level Distance Regularization (MDR; Kim & Park, AAAI 2021) as a PML embedding regularizer.
+
+For a batch f_1..f_N with pairwise distances D_ij = ||f_i - f_j||_2:
+
+    mu_b, sigma_b = mean(D), std(D)                    batch statistics, detached
+    mu <- m mu + (1 - m) mu_b,  sigma <- m sigma + (1 - m) sigma_b   (first batch: mu = mu_b, ...)
+    d_ij = (D_ij - mu) / sigma                          for i != j
+    L = mean_{i != j} min_k |d_ij - s_k|  +  nu sum_k s_k^2
+
+with learnable levels s (default (-3, 0, 3)) and momentum m = 0.9. See docs/mdr.md.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from pytorch_metric_learning.regularizers import BaseRegularizer
+from torch import Tensor, nn
+
+from dmlkit.errors import ConfigError, TrainingError
+
+_SIGMA_FLOOR = 1e-12
+
+
+def pairwise_distances(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """D_ij = sqrt(max(||x_i||^2 + ||x_j||^2 - 2 x_i.x_j, eps)), with D_ii = 0 exactly.
+
+    Differentiable everywhere (the clamp keeps the sqrt away from 0).
+
+    >>> pairwise_distances(torch.tensor([[0.0, 0.0], [3.0, 4.0]]))
+    tensor([[0., 5.],
+            [5., 0.]])
+    """
+    sq_norms = x.pow(2).sum(dim=1)
+    squared = sq_norms[:, None] + sq_norms[None, :] - 2.0 * (x @ x.T)
+    dist = squared.clamp(min=eps).sqrt()
+    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    return dist.masked_fill(eye, 0.0)
+
+
+class MDRRegularizer(BaseRegularizer):
+    """MDR loss on raw (not L2-normalized) embeddings; also a PML ``embedding_regularizer``.
+
+    ``reg(embeddings)`` returns ``L_MDR + nu * sum_k s_k^2`` (a scalar); the two parts, the levels
+    and the statistics of the last call are in ``last_logs``. Statistics are updated only in
+    training mode. In eval mode the stored statistics are used as they are (or, before the first
+    training batch, the current batch's).
+
+    As ``embedding_regularizer=reg, embedding_reg_weight=lam`` of a PML loss, PML adds
+    ``lam * reg(embeddings)``, so the penalty is scaled by lam too: the paper's total
+    ``L_base + lam L_MDR + nu' sum_k s_k^2`` is obtained with ``nu = nu' / lam``.
+
+    Args:
+        levels: initial levels s_k, in units of sigma (learnable).
+        nu: weight of the L2 penalty on the levels.
+        momentum: m in the moving averages of mu and sigma.
+        include_diagonal: compute mu_b, sigma_b over all N^2 entries of D including the N zeros
+            of its diagonal (as the official code does); False uses the N(N-1) pairs i != j.
+
+    >>> reg = MDRRegularizer()
+    >>> loss = reg(torch.randn(8, 4))
+    >>> loss.shape, bool(reg.initialized)
+    (torch.Size([]), True)
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[float] = (-3.0, 0.0, 3.0),
+        nu: float = 0.01,
+        momentum: float = 0.9,
+        include_diagonal: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(levels) == 0:
+            raise ConfigError("MDR needs at least one level")
+        if nu < 0:
+            raise ConfigError(f"MDR nu must be >= 0, got {nu}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ConfigError(f"MDR momentum must be in [0, 1], got {momentum}")
+        self.levels = nn.Parameter(torch.tensor([float(s) for s in levels]))
+        self.nu = float(nu)
+        self.momentum = float(momentum)
+        self.include_diagonal = include_diagonal
+        self.register_buffer("mu", torch.zeros(()))
+        self.register_buffer("sigma", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.last_logs: dict[str, Tensor] = {}
+
+    def level_penalty(self) -> Tensor:
+        """nu * sum_k s_k^2."""
+        return self.nu * self.levels.pow(2).sum()
+
+    def compute_loss(self, x: Tensor) -> dict[str, dict]:
+        """PML hook: the already-reduced MDR loss (plus the level penalty) of embeddings x."""
+        return {
+            "loss": {"losses": self._loss(x), "indices": None, "reduction_type": "already_reduced"}
+        }
+
+    @torch.no_grad()
+    def _update_statistics(self, dist: Tensor) -> tuple[Tensor, Tensor]:
+        """Batch mean/std of D, folded into the moving averages in training mode."""
+        values = dist.flatten() if self.include_diagonal else _off_diagonal(dist)
+        mu_b = values.mean().to(self.mu.dtype)
+        sigma_b = values.std().to(self.sigma.dtype)
+        if not self.training:
+            return (self.mu, self.sigma) if bool(self.initialized) else (mu_b, sigma_b)
+        if bool(self.initialized):
+            self.mu.mul_(self.momentum).add_((1.0 - self.momentum) * mu_b)
+            self.sigma.mul_(self.momentum).add_((1.0 - self.momentum) * sigma_b)
+        else:
+            self.mu.copy_(mu_b)
+            self.sigma.copy_(sigma_b)
+            self.initialized.fill_(True)
+        return self.mu, self.sigma
+
+    def _loss(self, x: Tensor) -> Tensor:
+        if x.ndim != 2:
+            raise TrainingError(f"MDR expects embeddings of shape (N, dim), got {tuple(x.shape)}")
+        penalty = self.level_penalty()
+        mu, sigma = self.mu, self.sigma
+        if x.shape[0] < 2:  # no pair: nothing to regularize, statistics untouched
+            mdr = (x * 0).sum()
+        else:
+            dist = pairwise_distances(x)
+            mu, sigma = self._update_statistics(dist)
+            normalized = (_off_diagonal(dist) - mu) / sigma.clamp(min=_SIGMA_FLOOR)
+            mdr = (normalized[:, None] - self.levels[None, :]).abs().min(dim=1).values.mean()
+        self.last_logs = {
+            "mdr": mdr.detach(),
+            "mdr_level_penalty": penalty.detach(),
+            "mdr_levels": self.levels.detach().clone(),
+            "mdr_mu": mu.clone(),
+            "mdr_sigma": sigma.clone(),
+        }
+        return mdr + penalty
+
+
+def _off_diagonal(matrix: Tensor) -> Tensor:
+    """The N(N-1) entries with i != j, row-major."""
+    eye = torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)
+    return matrix[~eye]

