@@ -65,6 +65,7 @@ class LossConfig(Section):
     params: dict[str, Any] = Field(default_factory=lambda: {"margin": 0.1})
     distance: str | None = None
     distance_params: dict[str, Any] = Field(default_factory=dict)
+    reducer: str | None = Field(None, description="PML reducer class name (default: the loss's)")
     miner: str | None = "TripletMarginMiner"
     miner_params: dict[str, Any] = Field(
         default_factory=lambda: {"margin": 0.1, "type_of_triplets": "semihard"}

@@ -31,8 +31,9 @@ def scan_classes(folder: Path) -> dict[str, list[Path]]:
         files = []
         for dirpath, dirnames, filenames in os.walk(entry.path):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            parent = Path(dirpath)
             files += [
-                Path(dirpath, f) for f in filenames
+                parent / f for f in filenames
                 if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
             ]
         if files:

@@ -97,5 +97,5 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.
     split = np.full(len(labels), "train", dtype="<U5")
     for c in np.unique(labels):
         index = rng.permutation(np.flatnonzero(labels == c))
-        split[index[: int(round(test_fraction * len(index)))]] = "test"
+        split[index[: round(test_fraction * len(index))]] = "test"
     return split

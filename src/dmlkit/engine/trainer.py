@@ -162,7 +162,7 @@ class Trainer:
                 for name, b in zip(loaders, batches, strict=True)
             }
             n_images += sum(len(b[0]) for b in batches.values())
-            for losses in self.method.steps(self.model, batches):
+            for losses in self.method.steps(self.model, batches, it):
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
                     idx = sorted({int(i) for b in batches.values() for i in b[2]})[:20]

@@ -2,7 +2,9 @@
 
 ``num_classes`` and ``embedding_size`` are filled in automatically for losses that take them
 (proxies, per-class margins); their parameters are then collected by the method into the
-optimizer (``loss.parameters()``).
+optimizer (``loss.parameters()``). Miner names starting with ``dmlkit:`` are dmlkit's own
+(``dmlkit:DistanceWeightedMiner``: one negative per anchor-positive pair or per anchor, with
+per-anchor normalization; see ``dmlkit.miners.distance_weighted``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from pytorch_metric_learning import distances, losses, miners
+from pytorch_metric_learning import distances, losses, miners, reducers
 from torch import nn
 
 from dmlkit.config import LossConfig
+from dmlkit.miners.distance_weighted import DistanceWeightedMiner
 from dmlkit.errors import ConfigError
 
 
@@ -22,6 +25,8 @@ def _public(module) -> dict[str, type]:
 
 
 LOSSES, MINERS, DISTANCES = _public(losses), _public(miners), _public(distances)
+REDUCERS = _public(reducers)
+DMLKIT_MINERS = {"DistanceWeightedMiner": DistanceWeightedMiner}
 
 
 def _instantiate(kind: str, table: dict[str, type], name: str, params: dict[str, Any]):
@@ -53,6 +58,8 @@ def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> nn.Mod
     distance = build_distance(cfg.distance, cfg.distance_params)
     if distance is not None:
         params["distance"] = distance
+    if cfg.reducer is not None:
+        params["reducer"] = _instantiate("reducer", REDUCERS, cfg.reducer, {})
     return _instantiate("loss", LOSSES, cfg.name, params)
 
 
@@ -60,10 +67,8 @@ def build_miner(cfg: LossConfig):
     """The PML miner named in ``cfg`` (None when no miner)."""
     if cfg.miner is None:
         return None
-    if cfg.miner == "DistanceWeighted":
-        from dmlkit.miners.distance_weighted import DistanceWeightedMiner
-
-        return DistanceWeightedMiner(**cfg.miner_params)
+    if cfg.miner.startswith("dmlkit:"):
+        return _instantiate("miner", DMLKIT_MINERS, cfg.miner[7:], cfg.miner_params)
     params = dict(cfg.miner_params)
     distance = build_distance(cfg.distance, cfg.distance_params)
     if distance is not None and "distance" not in params:

@@ -55,8 +55,9 @@ class Method(nn.Module):
         """Work done once before training (e.g. Guided DML's master and targets)."""
 
     def steps(
-        self, model: nn.Module, batches: dict[str, Batch]
+        self, model: nn.Module, batches: dict[str, Batch], iteration: int
     ) -> Iterator[dict[str, torch.Tensor]]:
+        """Named losses, one dict per optimizer step; ``iteration`` counts within the epoch."""
         raise NotImplementedError
 
     def logs(self) -> dict[str, float]:

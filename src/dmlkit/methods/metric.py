@@ -59,6 +59,14 @@ class MetricMethod(Method):
         out["loss"] = total
         return out
 
-    def steps(self, model: nn.Module, batches: dict[str, Batch]) -> Iterator[dict]:
+    def logs(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for k, v in getattr(self.regularizer, "last_logs", {}).items():
+            values = v.flatten().tolist()
+            out.update({k: values[0]} if len(values) == 1 else
+                       {f"{k}_{i}": x for i, x in enumerate(values)})
+        return out
+
+    def steps(self, model: nn.Module, batches: dict[str, Batch], iteration: int) -> Iterator[dict]:
         images, labels, _ = batches["class"]
         yield self.compute(model(images), self.contiguous(labels))

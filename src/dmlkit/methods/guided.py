@@ -1,0 +1,156 @@
+"""Guided DML (Gonzalez-Zapata et al., 2022): master -> reduced hypothesis space -> student.
+
+Stage one (``prepare``, once per run): a multi-branch master (one conv branch per training
+class, routing by label, shared MLP head) is trained on a fixed set of class-pair triplets
+with ``(1 - beta) * triplet(margin) + beta * mean ||f_a - f_p||`` (branch features). Every
+training image then goes through its own class's branch; these target embeddings are written
+to the run directory (keyed by the master's config and weights hashes) and reused.
+
+Stage two (the trainer's loop): the student regresses the cached targets,
+``mean_i ||s(x_i) - t_i||_2``; no labels are needed (plus, optionally, ``metric_weight`` times a
+metric loss, which does use labels). ``teacher: run`` takes the targets from any trained dmlkit
+run instead (embedding-level distillation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dmlkit.config import GuidedConfig, LossConfig, TrainConfig
+from dmlkit.data.class_pair_triplets import build_class_pair_triplets
+from dmlkit.data.random_batch_sampler import RandomBatchSampler
+from dmlkit.engine.checkpoint import atomic_write_bytes, load_weights, save_weights
+from dmlkit.errors import ConfigError
+from dmlkit.losses.distill import EmbeddingDistillationLoss
+from dmlkit.losses.guided_master_loss import GuidedMasterLoss
+from dmlkit.methods.base import Batch
+from dmlkit.methods.guided_targets import (
+    compute_master_targets,
+    config_hash,
+    load_or_compute,
+    targets_from_model,
+)
+from dmlkit.methods.metric import MetricMethod
+from dmlkit.models.multi_branch_master import MultiBranchMaster
+
+
+class GuidedMethod(MetricMethod):
+    """The student stage; ``prepare`` trains (or loads) the teacher and caches its targets."""
+
+    def __init__(
+        self, cfg: GuidedConfig, loss: LossConfig, classes: np.ndarray, embedding_dim: int,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(loss, classes, embedding_dim)
+        if cfg.teacher == "run" and not cfg.teacher_run:
+            raise ConfigError("method.guided.teacher_run must name a run directory")
+        self.cfg, self.seed, self.dim = cfg, seed, embedding_dim
+        self.distill = EmbeddingDistillationLoss()
+        self.register_buffer("targets", torch.zeros(0, embedding_dim), persistent=False)
+
+    def batch_samplers(self, labels, cfg: TrainConfig, rank: int = 0, world_size: int = 1):
+        if self.cfg.metric_weight > 0:  # a metric loss needs classes in the batch
+            return super().batch_samplers(labels, cfg, rank, world_size)
+        return {"class": RandomBatchSampler(len(labels), cfg.batch_size, cfg.seed,
+                                            cfg.batches_per_epoch)}
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        return super().param_groups(lr, weight_decay) if self.cfg.metric_weight > 0 else []
+
+    # ------------------------------------------------------------------ stage one
+    def master_config(self, in_channels: int, image_size: tuple[int, int]) -> dict:
+        c = self.cfg
+        return {"classes": self.classes.tolist(), "in_channels": in_channels,
+                "image_size": list(image_size), "out_dim": self.dim, "epochs": c.master_epochs,
+                "lr": c.master_lr, "margin": c.master_margin, "beta": c.master_beta,
+                "batch_size": c.master_batch_size, "seed": self.seed}
+
+    def train_master(self, dataset, labels: np.ndarray, master_cfg: dict,
+                     device: torch.device, log=print) -> MultiBranchMaster:
+        """Stage one: SGD on the fixed class-pair triplet set (each batch one class pair)."""
+        torch.manual_seed(self.seed)
+        master = MultiBranchMaster(self.classes.tolist(), master_cfg["in_channels"],
+                                   tuple(master_cfg["image_size"]), self.dim).to(device)
+        triplets = build_class_pair_triplets(labels, batch_size=self.cfg.master_batch_size,
+                                             seed=self.seed)
+        loss_fn = GuidedMasterLoss(self.cfg.master_margin, self.cfg.master_beta)
+        opt = torch.optim.SGD(master.parameters(), lr=self.cfg.master_lr)
+        master.train()
+
+        def images(idx: np.ndarray) -> torch.Tensor:
+            return torch.stack([dataset[int(i)][0] for i in idx]).to(device)
+
+        for epoch in range(self.cfg.master_epochs):
+            total = 0.0
+            for a, p, n in triplets:
+                y = torch.as_tensor(labels[a], device=device)
+                yn = torch.as_tensor(labels[n], device=device)
+                ea, fa = master(images(a), y)
+                ep, fp = master(images(p), y)
+                en, _ = master(images(n), yn)
+                loss = loss_fn(ea, ep, en, fa, fp)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss)
+            log(f"master epoch {epoch + 1}/{self.cfg.master_epochs}: "
+                f"loss {total / len(triplets):.4f}")
+        return master.eval()
+
+    def prepare(self, model: nn.Module, data, run_dir: Path, device: torch.device) -> None:
+        """Train or load the teacher; compute or load the cached targets of every train image."""
+        dataset, labels = data.train_eval, data.splits.train.labels
+        if self.cfg.teacher == "run":
+            from dmlkit.serve.load import load_run
+
+            teacher = load_run(Path(self.cfg.teacher_run)).model.to(device)
+            teacher_cfg = {"teacher_run": str(Path(self.cfg.teacher_run).resolve())}
+            targets = load_or_compute(
+                run_dir, teacher, teacher_cfg,
+                lambda: targets_from_model(teacher, dataset, device=device), key="teacher",
+            )
+        else:
+            shape = dataset[0][0].shape
+            master_cfg = self.master_config(int(shape[0]), (int(shape[1]), int(shape[2])))
+            master = self._load_or_train_master(dataset, labels, master_cfg, run_dir, device)
+            targets = load_or_compute(
+                run_dir, master, master_cfg,
+                lambda: compute_master_targets(master, dataset, labels, device=device),
+            )
+        if targets.shape[1] != self.dim:
+            raise ConfigError(f"teacher embeddings have dim {targets.shape[1]} but the student "
+                              f"head has {self.dim}: set model.head.dim={targets.shape[1]}")
+        self.targets = targets.to(device)
+
+    def _load_or_train_master(self, dataset, labels, master_cfg, run_dir, device):
+        folder = Path(run_dir) / "master"
+        key = config_hash(master_cfg)
+        meta = folder / "master.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("config_hash") == key:
+            master = MultiBranchMaster(self.classes.tolist(), master_cfg["in_channels"],
+                                       tuple(master_cfg["image_size"]), self.dim)
+            master.load_state_dict(load_weights(folder / "master.safetensors"))
+            return master.to(device).eval()
+        master = self.train_master(dataset, labels, master_cfg, device)
+        save_weights(master.state_dict(), folder / "master.safetensors")
+        atomic_write_bytes(meta, json.dumps({"config_hash": key, **master_cfg}).encode())
+        return master
+
+    # ------------------------------------------------------------------ stage two
+    def steps(self, model: nn.Module, batches: dict[str, Batch], iteration: int) -> Iterator[dict]:
+        images, labels, index = batches["class"]
+        emb = model(images)
+        out = {"distill": self.distill(emb, self.targets[index])}
+        loss = out["distill"]
+        if self.cfg.metric_weight > 0:
+            metric = self.compute(emb, self.contiguous(labels))
+            out["metric_loss"] = metric["metric_loss"]
+            loss = loss + self.cfg.metric_weight * metric["loss"]
+        out["loss"] = loss
+        yield out
