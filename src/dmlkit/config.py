@@ -6,6 +6,7 @@ Unknown keys and wrong types are rejected with a one-line ConfigError naming the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from importlib import resources
@@ -277,10 +278,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         parsed = value
     # YAML 1.1 reads "1e-3" as a string: accept it as the float the user meant.
     if isinstance(parsed, str):
-        try:
+        with contextlib.suppress(ValueError):
             parsed = float(parsed)
-        except ValueError:
-            pass
     return key.strip().split("."), parsed
 
 

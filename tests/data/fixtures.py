@@ -223,7 +223,8 @@ def dump_py2(obj: object, path: Path) -> Path:
     buf = io.BytesIO()
     Py2Pickler(buf, protocol=2).dump(obj)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    raw = buf.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    path.write_bytes(raw)
     return path
 
 

@@ -48,12 +48,12 @@ def test_devkit_without_test_labels(tmp_path):
     make_cars_devkit(tmp_path)
     src = tmp_path / "devkit/cars_test_annos_withlabels.mat"
     src.rename(tmp_path / "devkit/cars_test_annos.mat")
-    with pytest.raises(DataError, match="missing cars_test_annos_withlabels.mat"):
+    with pytest.raises(DataError, match=r"missing cars_test_annos_withlabels.mat"):
         load_cars(tmp_path)
 
 
 def test_no_layout(tmp_path):
-    with pytest.raises(DataError, match="missing cars_annos.mat .* devkit/cars_train_annos.mat"):
+    with pytest.raises(DataError, match=r"missing cars_annos.mat .* devkit/cars_train_annos.mat"):
         load_cars(tmp_path)
 
 
@@ -62,25 +62,25 @@ def test_missing_field_is_named(tmp_path):
     ann = np.zeros((1, 1), dtype=[("relative_im_path", "O"), ("test", "O")])
     ann[0, 0] = ("car_ims/000001.jpg", np.array([[0]]))
     savemat(tmp_path / "cars_annos.mat", {"annotations": ann})
-    with pytest.raises(DataError, match="lack field.*class"):
+    with pytest.raises(DataError, match=r"lack field.*class"):
         load_cars(tmp_path)
 
 
 def test_corrupt_mat_file(tmp_path):
     make_cars_annos(tmp_path)
     (tmp_path / "cars_annos.mat").write_bytes(b"not a MATLAB file at all" * 10)
-    with pytest.raises(DataError, match="cannot read .*cars_annos.mat"):
+    with pytest.raises(DataError, match=r"cannot read .*cars_annos.mat"):
         load_cars(tmp_path)
 
 
 def test_missing_image_is_named(tmp_path):
     make_cars_annos(tmp_path)
     (tmp_path / "car_ims/000003.jpg").unlink()
-    with pytest.raises(DataError, match="first: .*car_ims/000003.jpg"):
+    with pytest.raises(DataError, match=r"first: .*car_ims/000003.jpg"):
         load_cars(tmp_path)
 
 
 def test_dead_download_explains(tmp_path, monkeypatch):
     monkeypatch.setattr(cars, "IMAGES_URL", (tmp_path / "gone/car_ims.tgz").as_uri())
-    with pytest.raises(DataError, match="download of .* failed.*Stanford host is gone"):
+    with pytest.raises(DataError, match=r"download of .* failed.*Stanford host is gone"):
         load_cars(tmp_path / "dl", download=True)

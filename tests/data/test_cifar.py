@@ -8,10 +8,16 @@ import pytest
 from PIL import Image
 
 from data.fixtures import (
-    CIFAR10_NAMES, dump_py2, make_cifar10, make_cifar100, make_folder, tar_gz, write_image,
+    CIFAR10_NAMES,
+    dump_py2,
+    make_cifar10,
+    make_cifar100,
+    make_folder,
+    tar_gz,
+    write_image,
 )
 from dmlkit.data import cifar
-from dmlkit.data.cifar import JPEG_ENV, load_cifar10, load_cifar10_jpeg, load_cifar100
+from dmlkit.data.cifar import JPEG_ENV, load_cifar10, load_cifar10_jpeg
 from dmlkit.data.folder import scan_classes
 from dmlkit.data.registry import load_catalog
 from dmlkit.errors import DataError
@@ -85,11 +91,11 @@ def test_missing_and_corrupt_batches(tmp_path):
     make_cifar10(tmp_path)
     base = tmp_path / "cifar-10-batches-py"
     (base / "data_batch_3").unlink()
-    with pytest.raises(DataError, match="missing .*data_batch_3"):
+    with pytest.raises(DataError, match=r"missing .*data_batch_3"):
         load_cifar10(tmp_path)
     make_cifar10(tmp_path)
     (base / "test_batch").write_bytes((base / "test_batch").read_bytes()[:100])
-    with pytest.raises(DataError, match="test_batch: not a readable CIFAR pickle batch"):
+    with pytest.raises(DataError, match=r"test_batch: not a readable CIFAR pickle batch"):
         load_cifar10(tmp_path)
 
 
@@ -100,10 +106,10 @@ def test_wrong_entries(tmp_path):
     with pytest.raises(DataError, match=r"data_batch_1: data is uint8 \(2, 100\)"):
         load_cifar10(tmp_path)
     dump_py2({"data": np.zeros((2, 3072), np.uint8)}, base / "data_batch_1")
-    with pytest.raises(DataError, match="data_batch_1: no 'labels' entry"):
+    with pytest.raises(DataError, match=r"data_batch_1: no 'labels' entry"):
         load_cifar10(tmp_path)
     dump_py2({"data": np.zeros((2, 3072), np.uint8), "labels": [1]}, base / "data_batch_1")
-    with pytest.raises(DataError, match="2 images but 1 labels"):
+    with pytest.raises(DataError, match=r"2 images but 1 labels"):
         load_cifar10(tmp_path)
 
 
@@ -180,9 +186,11 @@ def test_jpeg_errors(tmp_path, monkeypatch):
     monkeypatch.delenv(JPEG_ENV, raising=False)
     with pytest.raises(DataError, match=JPEG_ENV):
         load_cifar10_jpeg()
-    with pytest.raises(DataError, match="no download"):
+    with pytest.raises(DataError, match=r"no download"):
         load_cifar10_jpeg(tmp_path, download=True)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match=r"max_per_class must be at least 1"):
+        load_cifar10_jpeg(tmp_path, max_per_class=0)
+    with pytest.raises(DataError, match=r"does not exist"):
         load_cifar10_jpeg(tmp_path / "missing.tar.gz")
     folder = _jpeg_folder(tmp_path / "jpeg")
     odd = write_image(folder / "test/cat/0009.jpg", size=(30, 32))

@@ -62,7 +62,7 @@ def test_iteration_and_indexing(labels):
 
 
 def test_errors():
-    with pytest.raises(DataError, match="at least 2 classes"):
+    with pytest.raises(DataError, match=r"at least 2 classes"):
         build_class_pair_triplets(np.zeros(10, dtype=np.int64))
     with pytest.raises(DataError, match=r"\[3\]"):
         build_class_pair_triplets(np.array([0, 0, 1, 1, 3]))

@@ -64,9 +64,9 @@ def test_bad_manifests_name_the_line(tmp_path, text, message):
 
 
 def test_missing_manifest(tmp_path):
-    with pytest.raises(DataError, match="missing .*manifest.csv"):
+    with pytest.raises(DataError, match=r"missing .*manifest.csv"):
         load_csv(tmp_path)
-    with pytest.raises(DataError, match="set data.root"):
+    with pytest.raises(DataError, match=r"set data.root"):
         load_csv(None)
 
 

@@ -44,7 +44,7 @@ def test_missing_annotation_file_is_named(tmp_path, missing):
 
 
 def test_missing_layout(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match=r"does not exist"):
         load_cub(tmp_path / "nowhere")
     with pytest.raises(DataError, match=r"missing images.txt in .* \(or in CUB_200_2011/\)"):
         load_cub(tmp_path)
@@ -72,7 +72,7 @@ def test_image_without_label_row(tmp_path):
     make_cub(tmp_path)
     path = tmp_path / "CUB_200_2011/image_class_labels.txt"
     write_lines(path, [ln for ln in path.read_text().splitlines() if not ln.startswith("5 ")])
-    with pytest.raises(DataError, match="no row for image id 5"):
+    with pytest.raises(DataError, match=r"no row for image id 5"):
         load_cub(tmp_path)
 
 
@@ -83,5 +83,5 @@ def test_download_from_file_url(tmp_path, monkeypatch):
     cat = load_cub(tmp_path / "dl", download=True)
     assert len(cat) == 8 and (tmp_path / "dl/CUB_200_2011.tgz").is_file()
     monkeypatch.setattr(cub, "MD5", "0" * 32)
-    with pytest.raises(DataError, match="checksum mismatch"):
+    with pytest.raises(DataError, match=r"checksum mismatch"):
         load_cub(tmp_path / "dl2", download=True)

@@ -32,11 +32,11 @@ def test_train_test_layout(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(DataError, match="set data.root"):
+    with pytest.raises(DataError, match=r"set data.root"):
         load_folder(None)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match=r"does not exist"):
         load_folder(tmp_path / "nope")
-    with pytest.raises(DataError, match="no images in class folders"):
+    with pytest.raises(DataError, match=r"no images in class folders"):
         load_folder(tmp_path)
-    with pytest.raises(DataError, match="cannot be downloaded"):
+    with pytest.raises(DataError, match=r"cannot be downloaded"):
         load_folder(tmp_path, download=True)

@@ -51,7 +51,7 @@ def test_in_memory_and_bad_option(tmp_path):
     cat = Catalog("x", np.zeros(2, np.int64), np.array(["train"] * 2),
                   images=np.zeros((2, 4, 4, 1), np.uint8))
     assert check_images(cat) == (cat, 0)
-    with pytest.raises(DataError, match="on_error must be"):
+    with pytest.raises(DataError, match=r"on_error must be"):
         check_images(cat, on_error="ignore")
 
 

@@ -54,7 +54,7 @@ def test_bad_lines_are_named(tmp_path, line, text, message):
 
 
 def test_download_explains_manual_steps(tmp_path):
-    with pytest.raises(DataError, match="Google Drive.*img.zip and Eval/list_eval_partition"):
+    with pytest.raises(DataError, match=r"Google Drive.*img.zip and Eval/list_eval_partition"):
         load_inshop(tmp_path, download=True)
     with pytest.raises(DataError, match=r"missing list_eval_partition.txt .*\(or in Eval/\)"):
         load_inshop(tmp_path)

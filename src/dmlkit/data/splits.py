@@ -101,7 +101,7 @@ def make_splits(
     val = None
     if val_fraction > 0:
         classes = train.classes
-        n_val = max(1, int(round(val_fraction * len(classes))))
+        n_val = max(1, round(val_fraction * len(classes)))
         if n_val >= len(classes):
             raise DataError(f"val_fraction {val_fraction} leaves no training class")
         is_val = np.isin(train.labels, classes[-n_val:])

@@ -16,8 +16,8 @@ from pytorch_metric_learning import distances, losses, miners, reducers
 from torch import nn
 
 from dmlkit.config import LossConfig
-from dmlkit.miners.distance_weighted import DistanceWeightedMiner
 from dmlkit.errors import ConfigError
+from dmlkit.miners.distance_weighted import DistanceWeightedMiner
 
 
 def _public(module) -> dict[str, type]:

@@ -1,0 +1,5 @@
+"""``python -m dmlkit``: the command line."""
+
+from dmlkit.cli.app import main
+
+main()

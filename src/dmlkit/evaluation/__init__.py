@@ -1,0 +1,7 @@
+"""Retrieval evaluation: exact chunked kNN, PML-identical metrics, NMI/AMI, embedding files."""
+
+from dmlkit.evaluation.embeddings_io import load_embeddings
+from dmlkit.evaluation.evaluator import METRICS, Evaluator, concatenate_normalized, evaluate
+from dmlkit.evaluation.knn import knn
+
+__all__ = ["METRICS", "Evaluator", "concatenate_normalized", "evaluate", "knn", "load_embeddings"]

@@ -1,0 +1,309 @@
+"""`Evaluator` / `evaluate`: one exact neighbour ranking, every retrieval metric from it.
+
+Modes: with ``reference=None`` every query is also a reference item and never retrieves itself
+(compared-to-self: CUB, Cars, SOP); otherwise queries search a separate gallery (In-Shop).
+R_i = # reference items with query i's label (minus itself in compared-to-self mode); queries
+with R_i = 0 are "lone" and left out of every kNN metric (NaN when none remain). The ranking
+is computed once, streamed in query chunks, up to k = max(max R_i, max recall K, MAP@K's K);
+each chunk is reduced to per-query metric values before the next one is held, so memory is
+O(chunk x N). NMI/AMI cluster the query set. Definitions: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from dmlkit.errors import ConfigError, EvaluationError
+from dmlkit.evaluation import metrics as M
+from dmlkit.evaluation.clustering import CLUSTERING_METRICS, clustering_scores
+from dmlkit.evaluation.knn import DISTANCES, l2_normalize, map_neighbours
+
+KNN_METRICS = ("precision_at_1", "recall_at_k", "r_precision", "map_at_r", "map_at_k")
+METRICS = KNN_METRICS + CLUSTERING_METRICS
+# Squared norms above this could overflow float32 scores.
+_MAX_SQUARED_NORM = 1e37
+
+
+def _embeddings(x: Any, name: str, device: torch.device) -> torch.Tensor:
+    """``x`` as a finite float32 (n x d) tensor on ``device``."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            a = np.asarray(x)
+        except ValueError as err:
+            raise EvaluationError(f"{name} is not a rectangular array: {err}") from None
+        if a.dtype.kind not in "iuf":
+            raise EvaluationError(f"{name} must be numeric, got dtype {a.dtype}")
+        x = torch.from_numpy(a)
+    if x.dtype == torch.bool or x.is_complex():
+        raise EvaluationError(f"{name} must be real numbers, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise EvaluationError(f"{name} must be 2-D (items x dims), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise EvaluationError(f"{name} is empty (shape {tuple(x.shape)})")
+    x = x.detach().to(device=device, dtype=torch.float32)
+    if not torch.isfinite(x).all():
+        raise EvaluationError(f"{name} contains NaN or infinite values")
+    if (x * x).sum(1).max() > _MAX_SQUARED_NORM:
+        raise EvaluationError(f"{name} has values too large for float32 distances")
+    return x
+
+
+def _labels(y: Any, n: int, name: str) -> np.ndarray:
+    """``y`` as an int64 vector of length ``n``."""
+    a = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if a.ndim != 1:
+        raise EvaluationError(f"{name} must be 1-D, got shape {a.shape}")
+    if len(a) != n:
+        raise EvaluationError(f"{name} has {len(a)} entries but there are {n} embeddings")
+    if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        a = a.astype(np.int64)
+    if a.dtype.kind not in "iub":
+        raise EvaluationError(f"{name} must be integer class ids, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+class Evaluator:
+    """Retrieval evaluation with a fixed configuration (see `evaluate` for the arguments).
+
+    >>> x = torch.tensor([[0.0], [0.1], [1.0], [1.2]])
+    >>> Evaluator(recall_ks=(1,), metrics=["precision_at_1", "map_at_r"])(x, [0, 0, 1, 1])
+    {'precision_at_1': 1.0, 'map_at_r': 1.0}
+    """
+
+    def __init__(
+        self,
+        *,
+        recall_ks: Sequence[int] = (1, 2, 4, 8),
+        map_at_k: int | None = None,
+        metrics: Sequence[str] | None = None,
+        distance: str = "euclidean",
+        normalize: bool = False,
+        avg_of_avgs: bool = False,
+        per_class: bool = False,
+        chunk_size: int | None = None,
+        kmeans_seed: int = 0,
+        device: str | torch.device | None = None,
+        memory_budget_mb: float | None = None,
+        workers: int | None = None,
+    ) -> None:
+        if distance not in DISTANCES:
+            raise ConfigError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+        names = list(METRICS if metrics is None else metrics)
+        unknown = sorted(set(names) - set(METRICS))
+        if unknown:
+            raise ConfigError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+        if map_at_k is None:
+            if metrics is not None and "map_at_k" in names:
+                raise ConfigError("metric map_at_k needs map_at_k=K")
+            names = [n for n in names if n != "map_at_k"]
+        elif isinstance(map_at_k, bool) or not isinstance(map_at_k, int) or map_at_k < 1:
+            raise ConfigError(f"map_at_k must be a positive integer, got {map_at_k!r}")
+        ks = list(dict.fromkeys(recall_ks))
+        if "recall_at_k" in names and (
+            not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks)
+        ):
+            raise ConfigError(f"recall_ks must be positive integers, got {list(recall_ks)!r}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
+        self.names = [n for n in METRICS if n in names]
+        self.recall_ks = ks
+        self.map_at_k = map_at_k
+        self.distance = distance
+        self.normalize = normalize or distance == "cosine"
+        self.avg_of_avgs = avg_of_avgs
+        self.per_class = per_class
+        self.chunk_size = chunk_size
+        self.kmeans_seed = kmeans_seed
+        self.device = None if device is None else torch.device(device)
+        self.memory_budget_mb = memory_budget_mb
+        self.workers = workers
+
+    def _knn_values(
+        self, per_query: dict[str, np.ndarray], chunk_start: int, neighbours: np.ndarray,
+        q_codes: np.ndarray, r_codes: np.ndarray, num_relevant: np.ndarray,
+    ) -> None:
+        """Fill ``per_query[name][rows]`` for one chunk of the ranking."""
+        rows = slice(chunk_start, chunk_start + len(neighbours))
+        rel = r_codes[neighbours] == q_codes[rows, None]
+        r = num_relevant[rows]
+        k_all = rel.shape[1]
+        for name in self.names:
+            if name == "precision_at_1":
+                per_query[name][rows] = M.precision_at_1(rel)
+            elif name == "recall_at_k":
+                for k in self.recall_ks:
+                    per_query[f"recall_at_{k}"][rows] = M.recall_at_k(rel, min(k, k_all))
+            elif name == "r_precision":
+                per_query[name][rows] = M.r_precision(rel, r)
+            elif name == "map_at_r":
+                per_query[name][rows] = M.map_at_r(rel, r)
+            elif name == "map_at_k":
+                per_query[f"map_at_{self.map_at_k}"][rows] = M.map_at_k(
+                    rel, r, min(self.map_at_k, k_all)
+                )
+
+    def _keys(self) -> list[str]:
+        keys = []
+        for name in self.names:
+            if name == "recall_at_k":
+                keys += [f"recall_at_{k}" for k in self.recall_ks]
+            elif name == "map_at_k":
+                keys.append(f"map_at_{self.map_at_k}")
+            else:
+                keys.append(name)
+        return keys
+
+    def __call__(
+        self,
+        query: Any,
+        query_labels: Any,
+        reference: Any | None = None,
+        reference_labels: Any | None = None,
+    ) -> dict[str, Any]:
+        """Metrics of ``query`` against ``reference`` (or against itself when None)."""
+        self_mode = reference is None
+        if self_mode != (reference_labels is None):
+            raise EvaluationError("give both reference and reference_labels, or neither")
+        device = self.device or (query.device if isinstance(query, torch.Tensor) else None)
+        device = device or torch.device("cpu")
+        q = _embeddings(query, "query", device)
+        q_labels = _labels(query_labels, len(q), "query_labels")
+        if self_mode:
+            r, r_labels = q, q_labels
+        else:
+            r = _embeddings(reference, "reference", device)
+            r_labels = _labels(reference_labels, len(r), "reference_labels")
+            if r.shape[1] != q.shape[1]:
+                raise EvaluationError(
+                    f"query has {q.shape[1]} dims but reference has {r.shape[1]}"
+                )
+        classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
+        if len(classes) < 2:
+            raise EvaluationError("all items share one label: retrieval metrics are meaningless")
+        q_codes = codes[: len(q)]
+        r_codes = q_codes if self_mode else codes[len(q) :]
+        if self.normalize:
+            q = l2_normalize(q)
+            r = q if self_mode else l2_normalize(r)
+
+        results: dict[str, Any] = {}
+        knn_names = [n for n in self.names if n in KNN_METRICS]
+        keys = [k for k in self._keys() if k not in CLUSTERING_METRICS]
+        r_counts = np.bincount(r_codes, minlength=len(classes))
+        num_relevant = r_counts[q_codes] - int(self_mode)
+        active = np.flatnonzero(num_relevant > 0)
+        per_query = {key: np.empty(len(active)) for key in keys}
+        if knn_names and len(active):
+            k = int(num_relevant[active].max())
+            if "recall_at_k" in knn_names:
+                k = max(k, *self.recall_ks)
+            if "map_at_k" in knn_names:
+                k = max(k, self.map_at_k)
+            k = min(k, len(r) - int(self_mode))
+            a_codes, a_relevant = q_codes[active], num_relevant[active]
+            for _ in map_neighbours(
+                lambda start, nb: self._knn_values(
+                    per_query, start, nb, a_codes, r_codes, a_relevant
+                ),
+                q[torch.as_tensor(active, device=q.device)],
+                r,
+                k,
+                distance="dot" if self.distance == "cosine" else self.distance,
+                exclude=active if self_mode else None,
+                chunk_size=self.chunk_size,
+                memory_budget_mb=self.memory_budget_mb,
+                workers=self.workers,
+            ):
+                pass
+        active_labels = q_labels[active]
+        for key in keys:
+            results[key] = M.mean_over_queries(per_query[key], active_labels, self.avg_of_avgs)
+        clustering = [n for n in self.names if n in CLUSTERING_METRICS]
+        if clustering:
+            x = q.cpu().numpy()
+            results.update(clustering_scores(x, q_labels, tuple(clustering), self.kmeans_seed))
+        if self.per_class:
+            results["per_class"] = {
+                int(c): {key: float("nan") for key in keys} for c in np.unique(q_labels)
+            }
+            for key in keys:
+                for c, v in M.per_class_means(per_query[key], active_labels).items():
+                    results["per_class"][c][key] = v
+        return results
+
+    evaluate = __call__
+
+
+def evaluate(
+    query: Any,
+    query_labels: Any,
+    reference: Any | None = None,
+    reference_labels: Any | None = None,
+    *,
+    recall_ks: Sequence[int] = (1, 2, 4, 8),
+    map_at_k: int | None = None,
+    metrics: Sequence[str] | None = None,
+    distance: str = "euclidean",
+    normalize: bool = False,
+    avg_of_avgs: bool = False,
+    per_class: bool = False,
+    chunk_size: int | None = None,
+    kmeans_seed: int = 0,
+    device: str | torch.device | None = None,
+    memory_budget_mb: float | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Retrieval metrics of ``query`` (n x d) against ``reference`` or, if None, itself.
+
+    Returns "precision_at_1", "recall_at_{k}" per k in ``recall_ks``, "r_precision",
+    "map_at_r", "map_at_{K}" (when ``map_at_k=K``), "nmi", "ami"; ``metrics`` selects a subset
+    by name (precision_at_1, recall_at_k, r_precision, map_at_r, map_at_k, nmi, ami).
+    ``distance``: "euclidean", "cosine" (L2-normalizes) or "dot"; ``normalize`` L2-normalizes
+    first (as PML's tester). ``avg_of_avgs`` averages per class first; ``per_class`` adds
+    "per_class": {label: {metric: value}} (NaN for lone classes). ``chunk_size`` (query rows per
+    block) defaults to what fits ``memory_budget_mb`` (512 MB) over ``workers`` threads;
+    ``device`` defaults to the query tensor's. k-means uses ``kmeans_seed`` (PML: 1234).
+
+    Query 3.0 ranks 3.5 (hit), 2.0 (miss), 1.0 (hit): R = 2, AP@R = 1/2. Query 1.0 has two
+    misses at distance 1; query 0.0 finds its class-mate second.
+
+    >>> x = torch.tensor([[0.0], [1.0], [2.0], [3.0], [3.5]])
+    >>> evaluate(x, [0, 1, 0, 1, 1], recall_ks=(1, 2), metrics=["recall_at_k", "map_at_r"])
+    {'recall_at_1': 0.4, 'recall_at_2': 0.6, 'map_at_r': 0.2}
+    """
+    return Evaluator(
+        recall_ks=recall_ks,
+        map_at_k=map_at_k,
+        metrics=metrics,
+        distance=distance,
+        normalize=normalize,
+        avg_of_avgs=avg_of_avgs,
+        per_class=per_class,
+        chunk_size=chunk_size,
+        kmeans_seed=kmeans_seed,
+        device=device,
+        memory_budget_mb=memory_budget_mb,
+        workers=workers,
+    )(query, query_labels, reference, reference_labels)
+
+
+def concatenate_normalized(embeddings: Sequence[Any]) -> torch.Tensor:
+    """L2-normalize each model's embeddings, then concatenate them (MLRC's concatenated mode).
+
+    >>> concatenate_normalized([torch.tensor([[3.0, 4.0]]), torch.tensor([[2.0]])]).tolist()
+    [[0.6000000238418579, 0.800000011920929, 1.0]]
+    """
+    if not embeddings:
+        raise EvaluationError("concatenate_normalized needs at least one embedding matrix")
+    first = embeddings[0]
+    device = first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+    parts = [_embeddings(e, f"embeddings[{i}]", device) for i, e in enumerate(embeddings)]
+    if len({len(p) for p in parts}) > 1:
+        raise EvaluationError(
+            f"embedding matrices have different numbers of rows: {[len(p) for p in parts]}"
+        )
+    return torch.cat([l2_normalize(p) for p in parts], dim=1)

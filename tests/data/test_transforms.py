@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dmlkit.data.transforms import build_transform
+from dmlkit.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["small", "small_aug", "cifar", "raw255"])
+def test_small_presets_on_tensors(name):
+    x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    for train in (True, False):
+        y = build_transform(name, train, 32, 3)(x)
+        assert y.dtype == torch.float32 and y.shape == (3, 32, 32)
+
+
+def test_raw255_keeps_pixel_scale():
+    x = torch.full((1, 8, 8), 200, dtype=torch.uint8)
+    assert build_transform("raw255", False)(x).max() == 200.0
+
+
+def test_small_normalizes_to_minus_one_one():
+    x = torch.tensor([[[0, 255]]], dtype=torch.uint8)
+    assert build_transform("small", False, None, 1)(x).tolist() == [[[-1.0, 1.0]]]
+
+
+@pytest.mark.parametrize("name,size", [("mlrc", 227), ("mdr", 224), ("sharing", 224),
+                                       ("mdr_bninception", 224)])
+def test_paper_presets_on_pil(name, size):
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), np.uint8))
+    for train in (True, False):
+        y = build_transform(name, train)(im)
+        assert y.shape == (3, size, size)
+
+
+def test_bninception_is_bgr_255_mean_subtracted():
+    im = Image.fromarray(np.full((256, 256, 3), (255, 0, 0), np.uint8))
+    y = build_transform("mdr_bninception", False)(im)
+    assert torch.allclose(y[:, 100, 100], torch.tensor([-104.0, -117.0, 127.0]))
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown transform"):
+        build_transform("nope", True)

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+
+from dmlkit import config
+from dmlkit.engine.checkpoint import load_state, load_weights, save_state
+from dmlkit.engine.train import train
+from dmlkit.errors import CheckpointError, TrainingError
+from dmlkit.methods.metric import MetricMethod
+
+
+def smoke(tmp_path, *overrides):
+    return config.load("digits-smoke", [f"run.root={tmp_path}", "eval.nmi=false", *overrides])
+
+
+def test_run_directory_holds_everything(tmp_path):
+    run = train(smoke(tmp_path, "run.name=a"))
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.yaml", "env.json", "metrics.csv", "metrics.json", "model.safetensors",
+            "best.safetensors", "checkpoints"} <= names
+    metrics = run.read_json("metrics.json")
+    for key in ("untrained", "final"):
+        assert {"precision_at_1", "recall_at_8", "r_precision", "map_at_r"} <= set(metrics[key])
+    rows = (run.path / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_map_at_r" in rows[0] and "train_loss" in rows[0]
+    env = json.loads((run.path / "env.json").read_text())
+    assert env["seed"] == 0 and env["packages"]["torch"]
+    assert config.load(str(run.config_path)) == smoke(tmp_path, "run.name=a")
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a = train(smoke(tmp_path, "run.name=a")).read_json("metrics.json")["final"]
+    b = train(smoke(tmp_path, "run.name=b")).read_json("metrics.json")["final"]
+    assert a == b
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = train(smoke(tmp_path, "run.name=full")).read_json("metrics.json")["final"]
+    run = train(smoke(tmp_path, "run.name=cut"))
+    # simulate a run that died after epoch 1
+    for name in ("state-0002.pt", "model-0002.safetensors"):
+        (run.checkpoints / name).unlink()
+    (run.path / "metrics.json").unlink()
+    resumed = train(None, resume=run.path).read_json("metrics.json")
+    assert resumed["final"] == full and resumed["epochs_trained"] == 2
+
+
+def test_keeps_last_n_checkpoints(tmp_path):
+    run = train(smoke(tmp_path, "run.name=k", "train.epochs=3", "train.keep_checkpoints=2"))
+    assert sorted(p.name for p in run.checkpoints.glob("state-*")) == [
+        "state-0002.pt", "state-0003.pt"]
+    state = load_state(run.checkpoints / "state-0003.pt")
+    assert state["epoch"] == 3 and "optimizer" in state
+    assert load_weights(run.checkpoints / "model-0003.safetensors")
+
+
+def test_non_finite_loss_is_reported(tmp_path, monkeypatch):
+    def nan_compute(self, embeddings, labels):
+        return {"loss": embeddings.sum() * float("nan")}
+
+    monkeypatch.setattr(MetricMethod, "compute", nan_compute)
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 1, iteration 1"):
+        train(smoke(tmp_path, "run.name=nan"))
+
+
+def test_truncated_checkpoint_gives_clear_error(tmp_path):
+    path = tmp_path / "state.pt"
+    save_state({"epoch": 1, "x": torch.ones(100)}, path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="not a readable dmlkit checkpoint"):
+        load_state(path)
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_weights(bad)
