@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from dmlkit import config
@@ -57,3 +58,16 @@ def test_bad_yaml(tmp_path):
 def test_set_without_equals():
     with pytest.raises(ConfigError, match="key=value"):
         config.load("digits-smoke", ["train.epochs"])
+
+
+@pytest.mark.parametrize("name", config.preset_names())
+def test_every_preset_builds_its_method(name):
+    from dmlkit.methods.build import build_method
+
+    cfg = config.load(name)
+    build_method(cfg, np.arange(10))
+
+
+def test_parameter_dicts_are_replaced_not_merged():
+    cfg = config.load("margin-small")
+    assert "margin" not in cfg.method.loss.miner_params  # parent used TripletMarginMiner

@@ -216,10 +216,13 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
+    """Sections merge key by key; parameter dicts (``*params``, ``options``) are replaced whole,
+    so a preset that switches loss or miner does not inherit the parent's arguments."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            else v
+        whole = k.endswith("params") or k == "options"
+        mergeable = isinstance(v, dict) and isinstance(out.get(k), dict) and not whole
+        out[k] = _deep_merge(out[k], v) if mergeable else v
     return out
 
 

@@ -49,9 +49,13 @@ def test_validation_classes_are_held_out():
     assert set(s.train.labels) == {0, 1, 2}
 
 
-def test_max_per_class_caps_each_class():
+def test_max_per_class_caps_each_class_in_each_split():
     s = make_splits(catalog(n_per=10), "zero_shot", all_images=True, max_per_class=4)
-    assert np.bincount(s.train.labels).max() == 4
+    for part in ("train", "test"):
+        counts = np.bincount(s.train.labels[s.train.split == part])
+        assert counts[counts > 0].tolist() == [4, 4, 4]
+    closed = make_splits(catalog(n_per=10), "closed_set", max_per_class=2)
+    assert len(closed.train) == 12 and len(closed.test.query) == 12
 
 
 def test_errors():

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from dmlkit.cli.serve_commands import register as register_serve_commands
 from dmlkit.errors import DmlkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -134,3 +135,6 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+
+
+register_serve_commands(app)

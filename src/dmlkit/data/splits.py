@@ -40,12 +40,13 @@ class Splits:
 
 
 def _cap_per_class(cat: Catalog, max_per_class: int | None, seed: int) -> Catalog:
+    """At most ``max_per_class`` images of each class in each official split (seeded)."""
     if max_per_class is None:
         return cat
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, max_per_class])
     keep = [
-        np.sort(rng.permutation(np.flatnonzero(cat.labels == c))[:max_per_class])
-        for c in cat.classes
+        rng.permutation(np.flatnonzero((cat.labels == c) & (cat.split == s)))[:max_per_class]
+        for c in cat.classes for s in np.unique(cat.split)
     ]
     return cat.subset(np.sort(np.concatenate(keep)))
 

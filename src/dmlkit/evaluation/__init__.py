@@ -2,6 +2,5 @@
 
 from dmlkit.evaluation.embeddings_io import load_embeddings
 from dmlkit.evaluation.evaluator import METRICS, Evaluator, concatenate_normalized, evaluate
-from dmlkit.evaluation.knn import knn
 
-__all__ = ["METRICS", "Evaluator", "concatenate_normalized", "evaluate", "knn", "load_embeddings"]
+__all__ = ["METRICS", "Evaluator", "concatenate_normalized", "evaluate", "load_embeddings"]

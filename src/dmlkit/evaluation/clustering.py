@@ -36,7 +36,9 @@ def kmeans_assignments(
 
 
 def clustering_scores(
-    embeddings: np.ndarray, labels: np.ndarray, names: tuple[str, ...] = CLUSTERING_METRICS,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    names: tuple[str, ...] = CLUSTERING_METRICS,
     seed: int = 0,
 ) -> dict[str, float]:
     """NMI and/or AMI between ``labels`` and a k-means clustering with one cluster per label.

@@ -20,7 +20,7 @@ import torch
 from dmlkit.errors import ConfigError, EvaluationError
 from dmlkit.evaluation import metrics as M
 from dmlkit.evaluation.clustering import CLUSTERING_METRICS, clustering_scores
-from dmlkit.evaluation.knn import DISTANCES, l2_normalize, map_neighbours
+from dmlkit.evaluation.knn import check_distance, l2_normalize, map_neighbours
 
 KNN_METRICS = ("precision_at_1", "recall_at_k", "r_precision", "map_at_r", "map_at_k")
 METRICS = KNN_METRICS + CLUSTERING_METRICS
@@ -90,8 +90,7 @@ class Evaluator:
         memory_budget_mb: float | None = None,
         workers: int | None = None,
     ) -> None:
-        if distance not in DISTANCES:
-            raise ConfigError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+        check_distance(distance)
         names = list(METRICS if metrics is None else metrics)
         unknown = sorted(set(names) - set(METRICS))
         if unknown:
@@ -123,8 +122,13 @@ class Evaluator:
         self.workers = workers
 
     def _knn_values(
-        self, per_query: dict[str, np.ndarray], chunk_start: int, neighbours: np.ndarray,
-        q_codes: np.ndarray, r_codes: np.ndarray, num_relevant: np.ndarray,
+        self,
+        per_query: dict[str, np.ndarray],
+        chunk_start: int,
+        neighbours: np.ndarray,
+        q_codes: np.ndarray,
+        r_codes: np.ndarray,
+        num_relevant: np.ndarray,
     ) -> None:
         """Fill ``per_query[name][rows]`` for one chunk of the ranking."""
         rows = slice(chunk_start, chunk_start + len(neighbours))
@@ -157,6 +161,67 @@ class Evaluator:
                 keys.append(name)
         return keys
 
+    def _inputs(
+        self, query: Any, query_labels: Any, reference: Any, reference_labels: Any
+    ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
+        """Validated float32 embeddings (normalized if asked) and int64 labels."""
+        if (reference is None) != (reference_labels is None):
+            raise EvaluationError("give both reference and reference_labels, or neither")
+        device = self.device or (query.device if isinstance(query, torch.Tensor) else None)
+        q = _embeddings(query, "query", device or torch.device("cpu"))
+        q_labels = _labels(query_labels, len(q), "query_labels")
+        if reference is None:
+            r, r_labels = q, q_labels
+        else:
+            r = _embeddings(reference, "reference", q.device)
+            r_labels = _labels(reference_labels, len(r), "reference_labels")
+            if r.shape[1] != q.shape[1]:
+                raise EvaluationError(f"query has {q.shape[1]} dims but reference has {r.shape[1]}")
+        if len(np.unique(np.concatenate([q_labels, r_labels]))) < 2:
+            raise EvaluationError("all items share one label: retrieval metrics are meaningless")
+        if self.normalize:
+            q = l2_normalize(q)
+            r = q if reference is None else l2_normalize(r)
+        return q, q_labels, r, r_labels
+
+    def _per_query(
+        self,
+        q: torch.Tensor,
+        q_labels: np.ndarray,
+        r: torch.Tensor,
+        r_labels: np.ndarray,
+        self_mode: bool,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """kNN metric values of the non-lone queries, and those queries' indices."""
+        classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
+        q_codes = codes[: len(q)]
+        r_codes = q_codes if self_mode else codes[len(q) :]
+        num_relevant = np.bincount(r_codes, minlength=len(classes))[q_codes] - int(self_mode)
+        active = np.flatnonzero(num_relevant > 0)
+        keys = [key for key in self._keys() if key not in CLUSTERING_METRICS]
+        per_query = {key: np.empty(len(active)) for key in keys}
+        if not keys or not len(active):
+            return per_query, active
+        k = int(num_relevant[active].max())  # R of every query, then recall Ks and MAP@K's K
+        if "recall_at_k" in self.names:
+            k = max(k, *self.recall_ks)
+        if "map_at_k" in self.names:
+            k = max(k, self.map_at_k)
+        a_codes, a_relevant = q_codes[active], num_relevant[active]
+        for _ in map_neighbours(
+            lambda start, nb: self._knn_values(per_query, start, nb, a_codes, r_codes, a_relevant),
+            q[torch.as_tensor(active, device=q.device)],
+            r,
+            min(k, len(r) - int(self_mode)),
+            distance="dot" if self.distance == "cosine" else self.distance,
+            exclude=active if self_mode else None,
+            chunk_size=self.chunk_size,
+            memory_budget_mb=self.memory_budget_mb,
+            workers=self.workers,
+        ):
+            pass
+        return per_query, active
+
     def __call__(
         self,
         query: Any,
@@ -165,74 +230,24 @@ class Evaluator:
         reference_labels: Any | None = None,
     ) -> dict[str, Any]:
         """Metrics of ``query`` against ``reference`` (or against itself when None)."""
-        self_mode = reference is None
-        if self_mode != (reference_labels is None):
-            raise EvaluationError("give both reference and reference_labels, or neither")
-        device = self.device or (query.device if isinstance(query, torch.Tensor) else None)
-        device = device or torch.device("cpu")
-        q = _embeddings(query, "query", device)
-        q_labels = _labels(query_labels, len(q), "query_labels")
-        if self_mode:
-            r, r_labels = q, q_labels
-        else:
-            r = _embeddings(reference, "reference", device)
-            r_labels = _labels(reference_labels, len(r), "reference_labels")
-            if r.shape[1] != q.shape[1]:
-                raise EvaluationError(
-                    f"query has {q.shape[1]} dims but reference has {r.shape[1]}"
-                )
-        classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
-        if len(classes) < 2:
-            raise EvaluationError("all items share one label: retrieval metrics are meaningless")
-        q_codes = codes[: len(q)]
-        r_codes = q_codes if self_mode else codes[len(q) :]
-        if self.normalize:
-            q = l2_normalize(q)
-            r = q if self_mode else l2_normalize(r)
-
-        results: dict[str, Any] = {}
-        knn_names = [n for n in self.names if n in KNN_METRICS]
-        keys = [k for k in self._keys() if k not in CLUSTERING_METRICS]
-        r_counts = np.bincount(r_codes, minlength=len(classes))
-        num_relevant = r_counts[q_codes] - int(self_mode)
-        active = np.flatnonzero(num_relevant > 0)
-        per_query = {key: np.empty(len(active)) for key in keys}
-        if knn_names and len(active):
-            k = int(num_relevant[active].max())
-            if "recall_at_k" in knn_names:
-                k = max(k, *self.recall_ks)
-            if "map_at_k" in knn_names:
-                k = max(k, self.map_at_k)
-            k = min(k, len(r) - int(self_mode))
-            a_codes, a_relevant = q_codes[active], num_relevant[active]
-            for _ in map_neighbours(
-                lambda start, nb: self._knn_values(
-                    per_query, start, nb, a_codes, r_codes, a_relevant
-                ),
-                q[torch.as_tensor(active, device=q.device)],
-                r,
-                k,
-                distance="dot" if self.distance == "cosine" else self.distance,
-                exclude=active if self_mode else None,
-                chunk_size=self.chunk_size,
-                memory_budget_mb=self.memory_budget_mb,
-                workers=self.workers,
-            ):
-                pass
+        q, q_labels, r, r_labels = self._inputs(query, query_labels, reference, reference_labels)
+        per_query, active = self._per_query(q, q_labels, r, r_labels, reference is None)
         active_labels = q_labels[active]
-        for key in keys:
-            results[key] = M.mean_over_queries(per_query[key], active_labels, self.avg_of_avgs)
-        clustering = [n for n in self.names if n in CLUSTERING_METRICS]
+        results: dict[str, Any] = {
+            key: M.mean_over_queries(values, active_labels, self.avg_of_avgs)
+            for key, values in per_query.items()
+        }
+        clustering = tuple(n for n in self.names if n in CLUSTERING_METRICS)
         if clustering:
             x = q.cpu().numpy()
-            results.update(clustering_scores(x, q_labels, tuple(clustering), self.kmeans_seed))
+            results.update(clustering_scores(x, q_labels, clustering, self.kmeans_seed))
         if self.per_class:
-            results["per_class"] = {
-                int(c): {key: float("nan") for key in keys} for c in np.unique(q_labels)
-            }
-            for key in keys:
-                for c, v in M.per_class_means(per_query[key], active_labels).items():
-                    results["per_class"][c][key] = v
+            nan = dict.fromkeys(per_query, float("nan"))
+            by_class = {int(c): dict(nan) for c in np.unique(q_labels)}
+            for key, values in per_query.items():
+                for c, v in M.per_class_means(values, active_labels).items():
+                    by_class[c][key] = v
+            results["per_class"] = by_class
         return results
 
     evaluate = __call__

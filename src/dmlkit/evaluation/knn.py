@@ -17,6 +17,7 @@ threads; on CUDA it is one ``topk`` over composite int64 keys.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from dmlkit.errors import ConfigError
 
 DISTANCES = ("euclidean", "cosine", "dot")
 DEFAULT_MEMORY_BUDGET_MB = 512
+MAX_CHUNK_ROWS = 512  # larger blocks do not make the matrix product faster
 _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 
@@ -41,12 +43,17 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, p=2, dim=1)
 
 
+def check_distance(distance: str) -> None:
+    """Raise ConfigError unless ``distance`` is one of `DISTANCES`."""
+    if distance not in DISTANCES:
+        raise ConfigError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+
+
 def _augment(
     query: torch.Tensor, reference: torch.Tensor, distance: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Operands whose product is the score matrix: ``[-2q, 1] . [r, ||r||^2]`` or ``-q . r``."""
-    if distance not in DISTANCES:
-        raise ConfigError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+    check_distance(distance)
     if distance == "cosine":
         query, reference = l2_normalize(query), l2_normalize(reference)
     if distance == "euclidean":
@@ -56,37 +63,66 @@ def _augment(
     return -query, reference
 
 
-def _sortable_bits_numpy(values: np.ndarray) -> np.ndarray:
-    """int64 keys ordered like the float32 values (-0.0 folded into +0.0)."""
-    bits = (values + np.float32(0)).view(np.int32)
-    return np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
+def _composite_keys(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """int64 keys ordered like ``(value, column)`` for float32 values (-0.0 equal to +0.0).
+
+    The high 32 bits are the float's sign-magnitude bits turned into two's complement.
+    """
+    keys = values.view(np.int32).astype(np.int64)
+    negative = keys < 0
+    keys &= 0x7FFFFFFF
+    np.negative(keys, out=keys, where=negative)
+    keys <<= _INDEX_BITS
+    keys |= columns
+    return keys
 
 
-def _select_numpy(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k smallest ``(score, column)`` keys of each row, in that order."""
+def _drop_boundary_ties(
+    flat: np.ndarray, values: np.ndarray, n: int, k: int, kth: np.ndarray
+) -> np.ndarray:
+    """Mask keeping, in rows with more than k candidates, only the lowest-index ties at the k-th.
+
+    ``flat`` holds the row-major positions of the entries <= the row's k-th smallest value
+    ``kth``; rows with more than k of them have several entries equal to that value.
+    """
+    counts = np.bincount(flat // n, minlength=len(kth))
+    starts = np.cumsum(counts) - counts
+    keep = np.ones(len(flat), dtype=bool)
+    for row in np.flatnonzero(counts > k):  # rare outside tie-heavy data
+        start = starts[row]
+        equal = start + np.flatnonzero(values[start : start + counts[row]] == kth[row])
+        keep[equal[len(equal) - (counts[row] - k) :]] = False
+    return keep
+
+
+def _select_numpy(
+    scores: np.ndarray, k: int, work: np.ndarray | None = None, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Column indices of the k smallest ``(score, column)`` keys of each row, in that order.
+
+    ``work`` (float32) and ``mask`` (bool), shaped like ``scores``, are optional reusable buffers.
+    """
     rows, n = scores.shape
-    kth = np.partition(scores, k - 1, axis=1)[:, k - 1 : k]
-    flat = np.flatnonzero(scores <= kth)  # >= k per row; more only when scores tie at the k-th
-    row = flat // n
-    keys = (_sortable_bits_numpy(scores.ravel()[flat]) << _INDEX_BITS) | (flat - row * n)
-    if len(flat) == rows * k:
-        keys = keys.reshape(rows, k)
-    else:
-        counts = np.bincount(row, minlength=rows)
-        start = np.cumsum(counts) - counts
-        padded = np.full((rows, counts.max()), np.iinfo(np.int64).max)
-        padded[row, np.arange(len(flat)) - start[row]] = keys
-        keys = padded
+    work = np.empty_like(scores) if work is None else work
+    np.copyto(work, scores)
+    work.partition(k - 1, axis=1)
+    kth = work[:, k - 1]
+    flat = np.flatnonzero(np.less_equal(scores, kth[:, None], out=mask))
+    values = scores.ravel()[flat]
+    if len(flat) > rows * k:
+        keep = _drop_boundary_ties(flat, values, n, k, kth)
+        flat, values = flat[keep], values[keep]
+    flat, values = flat.reshape(rows, k), values.reshape(rows, k)
+    keys = _composite_keys(values, flat - n * np.arange(rows)[:, None])
     keys.sort(axis=1)
-    return keys[:, :k] & _INDEX_MASK
+    return keys & _INDEX_MASK
 
 
 def _select_torch(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """As `_select_numpy`, with one ``topk`` over composite int64 keys (for CUDA)."""
-    bits = (scores + 0.0).view(torch.int32)
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
-    column = torch.arange(scores.shape[1], device=scores.device)
-    keys = (bits << _INDEX_BITS) | column
+    """As `_select_numpy`, with one ``topk`` over all composite keys (for accelerators)."""
+    bits = scores.view(torch.int32).long()
+    keys = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits) << _INDEX_BITS
+    keys |= torch.arange(scores.shape[1], device=scores.device)
     return torch.topk(keys, k, dim=1, largest=False, sorted=True).values & _INDEX_MASK
 
 
@@ -114,7 +150,8 @@ def chunk_size_for(
 
     A row costs about ``9 N`` bytes (float32 scores, their partitioned copy, a mask) plus
     ``64 k`` bytes (keys, neighbour labels, metric temporaries). The budget defaults to
-    512 MB, capped at a quarter of the machine's available memory.
+    512 MB, capped at a quarter of the machine's available memory; chunks stop growing at
+    `MAX_CHUNK_ROWS` rows.
     """
     if memory_budget_mb is None:
         budget = DEFAULT_MEMORY_BUDGET_MB * 2**20
@@ -126,7 +163,7 @@ def chunk_size_for(
             raise ConfigError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
         budget = int(memory_budget_mb * 2**20)
     per_row = 9 * n_reference + 64 * k
-    return max(1, budget // (per_row * max(1, workers)))
+    return max(1, min(MAX_CHUNK_ROWS, budget // (per_row * max(1, workers))))
 
 
 def map_neighbours(
@@ -163,19 +200,27 @@ def map_neighbours(
     q_aug, r_aug = _augment(query, reference, distance)
     r_aug_t = r_aug.T
 
+    buffers = threading.local()  # per worker: score block, partition copy, mask
+
     def run(start: int) -> T:
         stop = min(start + chunk_size, n_query)
+        rows = stop - start
+        if not hasattr(buffers, "scores"):
+            shape = (min(chunk_size, n_query), n_ref)
+            buffers.scores = torch.empty(shape, device=query.device)
+            if query.device.type == "cpu":
+                buffers.work, buffers.mask = np.empty(shape, np.float32), np.empty(shape, bool)
         with torch.no_grad():
-            scores = q_aug[start:stop] @ r_aug_t
+            scores = torch.mm(q_aug[start:stop], r_aug_t, out=buffers.scores[:rows])
             if exclude is not None:
-                rows = torch.arange(stop - start, device=scores.device)
                 cols = torch.as_tensor(exclude[start:stop], device=scores.device)
-                scores[rows, cols] = float("inf")
+                scores[torch.arange(rows, device=scores.device), cols] = float("inf")
             if scores.device.type == "cpu":
-                neighbours = _select_numpy(scores.numpy(), k)
+                neighbours = _select_numpy(
+                    scores.numpy(), k, buffers.work[:rows], buffers.mask[:rows]
+                )
             else:
                 neighbours = _select_torch(scores, k).cpu().numpy()
-        del scores
         return fn(start, neighbours)
 
     starts = range(0, n_query, chunk_size)
@@ -221,6 +266,3 @@ def knn(
         memory_budget_mb=memory_budget_mb,
     )
     return torch.from_numpy(np.concatenate(list(parts)))
-
-
-__all__ = ["DISTANCES", "chunk_size_for", "default_workers", "knn", "l2_normalize", "map_neighbours"]

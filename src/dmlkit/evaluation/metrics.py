@@ -1,4 +1,4 @@
-"""Retrieval metrics as pure functions of a relevance matrix (definitions of PML's AccuracyCalculator).
+"""Retrieval metrics: pure functions of a relevance matrix, defined as in PML's AccuracyCalculator.
 
 ``relevance`` is a bool array (queries x k): ``relevance[i, p]`` says whether the neighbour of
 query i at rank p + 1 shares its label (neighbours in rank order, the query itself excluded).

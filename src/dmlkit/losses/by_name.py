@@ -9,6 +9,7 @@ per-anchor normalization; see ``dmlkit.miners.distance_weighted``).
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any
 
@@ -29,15 +30,24 @@ REDUCERS = _public(reducers)
 DMLKIT_MINERS = {"DistanceWeightedMiner": DistanceWeightedMiner}
 
 
+def _close_names(name: str, table: dict[str, type]) -> list[str]:
+    """Names of ``table`` near ``name``: similar spelling or the same first 4 letters (any case)."""
+    lower = {n.lower(): n for n in table}
+    close = [lower[n] for n in difflib.get_close_matches(name.lower(), lower, n=3, cutoff=0.7)]
+    prefix = name.lower()[:4]
+    close += [n for n in table if len(prefix) == 4 and n.lower().startswith(prefix)]
+    return list(dict.fromkeys(close))[:5]
+
+
 def _instantiate(kind: str, table: dict[str, type], name: str, params: dict[str, Any]):
     if name not in table:
-        close = [n for n in table if n.lower().startswith(name.lower()[:4])]
+        close = _close_names(name, table)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown {kind} {name!r}{hint}")
     try:
         return table[name](**params)
-    except TypeError as e:
-        raise ConfigError(f"{kind} {name}: {e}") from None
+    except (TypeError, ValueError, AssertionError) as e:  # PML checks its arguments this way
+        raise ConfigError(f"{kind} {name}: {' '.join(str(e).split())}") from None
 
 
 def build_distance(name: str | None, params: dict[str, Any]):

@@ -24,7 +24,9 @@ from torch import nn
 
 from dmlkit.config import GuidedConfig, LossConfig, TrainConfig
 from dmlkit.data.class_pair_triplets import build_class_pair_triplets
+from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
+from dmlkit.data.transforms import build_transform
 from dmlkit.engine.checkpoint import atomic_write_bytes, load_weights, save_weights
 from dmlkit.errors import ConfigError
 from dmlkit.losses.distill import EmbeddingDistillationLoss
@@ -69,7 +71,8 @@ class GuidedMethod(MetricMethod):
         return {"classes": self.classes.tolist(), "in_channels": in_channels,
                 "image_size": list(image_size), "out_dim": self.dim, "epochs": c.master_epochs,
                 "lr": c.master_lr, "margin": c.master_margin, "beta": c.master_beta,
-                "batch_size": c.master_batch_size, "seed": self.seed}
+                "batch_size": c.master_batch_size, "raw_pixels": c.master_raw_pixels,
+                "seed": self.seed}
 
     def train_master(self, dataset, labels: np.ndarray, master_cfg: dict,
                      device: torch.device, log=print) -> MultiBranchMaster:
@@ -98,7 +101,7 @@ class GuidedMethod(MetricMethod):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss)
+                total += loss.item()
             log(f"master epoch {epoch + 1}/{self.cfg.master_epochs}: "
                 f"loss {total / len(triplets):.4f}")
         return master.eval()
@@ -116,6 +119,9 @@ class GuidedMethod(MetricMethod):
                 lambda: targets_from_model(teacher, dataset, device=device), key="teacher",
             )
         else:
+            if self.cfg.master_raw_pixels:  # the master sees raw 0-255 pixels (official code)
+                raw = build_transform("raw255", False, data.image_size, data.in_channels)
+                dataset = ImageDataset(data.splits.train, raw)
             shape = dataset[0][0].shape
             master_cfg = self.master_config(int(shape[0]), (int(shape[1]), int(shape[2])))
             master = self._load_or_train_master(dataset, labels, master_cfg, run_dir, device)

@@ -27,14 +27,13 @@ class MetricMethod(Method):
         embedding_dim: int,
         regularizer: nn.Module | None = None,
         regularizer_weight: float = 0.0,
-        loss_lr: float | None = None,
     ) -> None:
         super().__init__(classes)
         self.loss = build_loss(loss, self.num_classes, embedding_dim)
         self.miner = build_miner(loss)
         self.regularizer = regularizer
         self.regularizer_weight = regularizer_weight
-        self.loss_lr = loss_lr or loss.lr
+        self.loss_lr = loss.lr
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         groups = []

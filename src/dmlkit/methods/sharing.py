@@ -53,12 +53,17 @@ class SharingMethod(Method):
         return samplers
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        losses = [p for m in (self.class_loss, self.shared_loss) for p in m.parameters()]
+        """Regressor (its own lr, weight decay) and loss parameters (class loss lr; the shared
+        loss's own lr if set, else the class loss's)."""
         groups = [{"params": list(self.decorrelation.parameters()), "lr": self.cfg.regressor_lr,
                    "weight_decay": self.cfg.regressor_weight_decay, "name": "regressor"}]
-        if losses:
-            groups.append({"params": losses, "lr": self.loss_lr or lr, "weight_decay": 0.0,
-                           "name": "loss"})
+        shared_lr = self.cfg.shared_loss.lr or self.loss_lr
+        for name, loss, loss_lr in (("loss", self.class_loss, self.loss_lr),
+                                    ("shared_loss", self.shared_loss, shared_lr)):
+            params = list(loss.parameters())
+            if params:
+                groups.append({"params": params, "lr": loss_lr or lr, "weight_decay": 0.0,
+                               "name": name})
         return groups
 
     def _class_step(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:

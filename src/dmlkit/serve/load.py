@@ -2,35 +2,73 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+import torch
 
 from dmlkit import config as config_mod
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
+from dmlkit.data.transforms import build_transform
 from dmlkit.engine.checkpoint import load_weights
 from dmlkit.engine.seed import resolve_device
 from dmlkit.engine.train import method_heads
 from dmlkit.engine.trainer import evaluate_model
 from dmlkit.errors import CheckpointError
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
+from dmlkit.serve.embed import Images, embed_images
 
 
 @dataclass
 class LoadedRun:
-    """A run's resolved config and trained model (eval mode)."""
+    """A run's resolved config and trained model (eval mode), with its eval transform."""
 
     path: Path
     cfg: Config
     model: EmbeddingModel
     in_channels: int
     _data: DataBundle | None = None
+    weights: Path | None = None
 
     @property
     def data(self) -> DataBundle:
         if self._data is None:
             self._data = build_data(self.cfg.data, self.cfg.train.seed)
         return self._data
+
+    @cached_property
+    def transform(self) -> Callable:
+        """The run's eval transform (``cfg.data.transform`` at ``cfg.data.image_size``)."""
+        d = self.cfg.data
+        return build_transform(d.transform, False, d.image_size, self.in_channels)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the weights file: identifies the model an index or export came from."""
+        if self.weights is None:
+            raise CheckpointError("this model was not loaded from a weights file")
+        h = hashlib.sha256()
+        with open(self.weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def embed(
+        self,
+        images: Images,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,
+        num_workers: int = 0,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """Embeddings (float32 N x d, CPU) of paths, PIL images, a uint8 batch or an
+        ImageDataset, converted to the run's channels and eval transform (see `serve.embed`)."""
+        return embed_images(self.model, images, self.in_channels, self.transform, batch_size,
+                            device, num_workers, progress)
 
     def evaluate_test(self) -> dict[str, float]:
         device = resolve_device(self.cfg.train.device)
@@ -55,5 +93,5 @@ def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
             f"{run_dir / weights} does not match the run's model config: {str(e)[:200]}"
         ) from None
     model.eval()
-    return LoadedRun(run_dir, cfg, model, in_channels)
+    return LoadedRun(run_dir, cfg, model, in_channels, weights=run_dir / weights)
 

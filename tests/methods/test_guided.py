@@ -1,0 +1,208 @@
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning import losses, miners
+from torch import nn
+
+from dmlkit import config as config_mod
+from dmlkit.config import (
+    Config,
+    DataConfig,
+    GuidedConfig,
+    HeadConfig,
+    LossConfig,
+    MethodConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from dmlkit.data.build import build_data
+from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
+from dmlkit.data.random_batch_sampler import RandomBatchSampler
+from dmlkit.engine.checkpoint import load_weights, save_weights
+from dmlkit.errors import ConfigError
+from dmlkit.methods import guided as guided_mod
+from dmlkit.methods.build import build_method
+from dmlkit.methods.guided import GuidedMethod
+from dmlkit.models.embedding_model import build_model
+from dmlkit.models.multi_branch_master import MultiBranchMaster
+
+CPU = torch.device("cpu")
+DIGITS = DataConfig(name="digits", protocol="closed_set", image_size=28, max_per_class=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: threads only add synchronization (very slow on a loaded machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    # seed 1: with seed 0 the per-class cap draws exactly digits' own test images
+    return build_data(DIGITS, seed=1)
+
+
+def _guided(data, **kw) -> GuidedMethod:
+    cfg = GuidedConfig(master_epochs=1, master_batch_size=8, **kw)
+    return GuidedMethod(cfg, LossConfig(), data.splits.train.classes, 2)
+
+
+def _recording(fn, calls: list):
+    """``fn`` that appends its positional arguments to ``calls`` (works as a method too)."""
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Arguments of every GuidedMethod.train_master and compute_master_targets call."""
+    train, compute = [], []
+    monkeypatch.setattr(GuidedMethod, "train_master", _recording(GuidedMethod.train_master, train))
+    monkeypatch.setattr(guided_mod, "compute_master_targets",
+                        _recording(guided_mod.compute_master_targets, compute))
+    return train, compute
+
+
+def test_prepare_trains_the_master_once_and_reuses_it(data, tmp_path, calls):
+    train, compute = calls
+    first = _guided(data)
+    first.prepare(None, data, tmp_path, CPU)
+    assert (len(train), len(compute)) == (1, 1)
+    assert {p.name for p in (tmp_path / "master").iterdir()} == {"master.json",
+                                                                 "master.safetensors"}
+    assert (tmp_path / "targets" / "master.safetensors").is_file()
+    n = len(data.splits.train)
+    assert first.targets.shape == (n, 2) and torch.isfinite(first.targets).all()
+
+    # the master saw raw 0-255 pixels (master_raw_pixels), the student data stays normalized
+    master_images = train[0][1]  # (self, dataset, ...)
+    assert float(master_images[0][0].max()) > 100 and float(data.train[0][0].max()) <= 1
+
+    # targets are the saved master's outputs, each image through its own class's branch
+    master = MultiBranchMaster(data.splits.train.classes.tolist(), 1, 28, 2)
+    master.load_state_dict(load_weights(tmp_path / "master" / "master.safetensors"))
+    master.eval()
+    labels = data.splits.train.labels
+    with torch.no_grad():
+        for i in (0, n // 2, n - 1):
+            emb, _ = master(master_images[i][0][None], torch.tensor([labels[i]]))
+            torch.testing.assert_close(first.targets[i], emb[0])
+
+    second = _guided(data)
+    second.prepare(None, data, tmp_path, CPU)
+    assert (len(train), len(compute)) == (1, 1)
+    assert torch.equal(second.targets, first.targets)
+
+    # another master config: trained again, new targets
+    third = _guided(data, master_raw_pixels=False)
+    third.prepare(None, data, tmp_path, CPU)
+    assert (len(train), len(compute)) == (2, 2)
+    assert float(train[1][1][0][0].max()) <= 1
+    assert not torch.equal(third.targets, first.targets)
+
+
+def _student_batch(n: int = 4):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(n, 5, generator=g)
+    return images, torch.full((n,), -1), torch.tensor([5, 17, 2, 9][:n])
+
+
+def test_student_step_regresses_targets_by_sample_index_without_labels(data):
+    method = _guided(data)
+    method.targets = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2)
+    images, labels, index = _student_batch()
+    (out,) = method.steps(model, {"class": (images, labels, index)}, 0)
+    assert set(out) == {"distill", "loss"}
+    emb = model(images)
+    expected = np.mean([(emb[k] - method.targets[i]).norm().item()
+                        for k, i in enumerate(index.tolist())])
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert torch.equal(out["loss"], out["distill"])
+    out["loss"].backward()
+    assert model.weight.grad.abs().sum() > 0
+    # no labels needed anywhere in this stage
+    assert method.param_groups(1e-3, 0.0) == []
+    samplers = method.batch_samplers(np.full(40, -1), TrainConfig(batch_size=8))
+    assert set(samplers) == {"class"} and isinstance(samplers["class"], RandomBatchSampler)
+
+
+def test_metric_weight_adds_a_metric_loss(data):
+    classes = np.array([3, 5, 8])
+    method = GuidedMethod(GuidedConfig(metric_weight=0.5), LossConfig(), classes, 2)
+    method.targets = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2)
+    images = torch.randn(9, 5, generator=torch.Generator().manual_seed(2))
+    labels, index = torch.tensor([3, 5, 8] * 3), torch.arange(9) * 3
+    (out,) = method.steps(model, {"class": (images, labels, index)}, 0)
+    emb = model(images).detach()
+    y = torch.tensor([0, 1, 2] * 3)
+    metric = losses.TripletMarginLoss(margin=0.1)(
+        emb, y, miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard")(emb, y))
+    assert float(metric) > 0
+    torch.testing.assert_close(out["metric_loss"], metric)
+    torch.testing.assert_close(out["loss"], out["distill"] + 0.5 * metric)
+    samplers = method.batch_samplers(np.repeat(classes, 8), TrainConfig(batch_size=6,
+                                                                       m_per_class=2))
+    assert isinstance(samplers["class"], MPerClassBatchSampler)
+    proxies = GuidedMethod(GuidedConfig(metric_weight=1.0),
+                           LossConfig(name="ProxyAnchorLoss", params={}, miner=None),
+                           classes, 2)
+    (group,) = proxies.param_groups(1e-3, 0.0)
+    assert group["params"] == [proxies.loss.proxies]
+
+
+def test_teacher_run_needs_a_run_directory():
+    with pytest.raises(ConfigError, match="teacher_run"):
+        GuidedMethod(GuidedConfig(teacher="run"), LossConfig(), np.arange(3), 2)
+
+
+def _teacher_run(path, dim: int):
+    cfg = Config(data=DIGITS, model=ModelConfig(backbone="small_cnn", head=HeadConfig(dim=dim)))
+    path.mkdir()
+    config_mod.save(cfg, path / "config.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 1)
+    save_weights(model.state_dict(), path / "model.safetensors")
+    return model.eval()
+
+
+def test_teacher_run_gives_the_targets(data, tmp_path):
+    teacher = _teacher_run(tmp_path / "teacher", dim=2)
+    method = _guided(data, teacher="run", teacher_run=str(tmp_path / "teacher"))
+    method.prepare(None, data, tmp_path / "student", CPU)
+    assert (tmp_path / "student" / "targets" / "teacher.safetensors").is_file()
+    with torch.no_grad():
+        expected = teacher(torch.stack([data.train_eval[i][0] for i in range(3)]))
+    torch.testing.assert_close(method.targets[:3], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mismatched_dims_are_config_errors(data, tmp_path):
+    _teacher_run(tmp_path / "teacher", dim=3)
+    method = _guided(data, teacher="run", teacher_run=str(tmp_path / "teacher"))
+    with pytest.raises(ConfigError, match=r"dim 3 .* has 2: set model.head.dim=3"):
+        method.prepare(None, data, tmp_path / "student", CPU)
+    # a student head of another size than the method's targets
+    method = _guided(data)
+    method.targets = torch.zeros(20, 2)
+    images, labels, index = _student_batch()
+    with pytest.raises(ConfigError, match="embedding dim"):
+        next(method.steps(nn.Linear(5, 3), {"class": (images, labels, index)}, 0))
+
+
+def test_build_method_wires_the_guided_config():
+    cfg = Config(model=ModelConfig(head=HeadConfig(dim=2)), train=TrainConfig(seed=5),
+                 method=MethodConfig(name="guided", guided=GuidedConfig(master_margin=2.0)))
+    method = build_method(cfg, np.array([0, 1, 2]))
+    assert isinstance(method, GuidedMethod)
+    assert method.dim == 2 and method.seed == 5 and method.cfg.master_margin == 2.0
+    assert method.master_config(1, (28, 28))["seed"] == 5

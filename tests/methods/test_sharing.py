@@ -1,0 +1,216 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dmlkit.config import (
+    Config,
+    HeadConfig,
+    LossConfig,
+    MethodConfig,
+    ModelConfig,
+    OptimConfig,
+    SharingConfig,
+    TrainConfig,
+)
+from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
+from dmlkit.data.surrogate_label_sampler import SurrogateLabelBatchSampler
+from dmlkit.engine.trainer import build_optimizer
+from dmlkit.methods.build import build_method
+from dmlkit.methods.sharing import SharingMethod
+from dmlkit.models.embedding_model import build_model
+
+CLASSES = np.array([1, 4, 6, 9])
+LABELS = np.repeat(CLASSES, 8)  # 32 images, 8 per class
+DISW = 50.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: threads only add synchronization (very slow on a loaded machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(combined: bool = False) -> Config:
+    """sharing-small's recipe at toy sizes."""
+    loss = LossConfig(
+        name="MarginLoss", params={"margin": 0.2, "beta": 1.2, "learn_beta": True},
+        miner="dmlkit:DistanceWeightedMiner",
+        miner_params={"cutoff": 0.5, "nonzero_loss_cutoff": None, "positives": "one"}, lr=5e-4,
+    )
+    sharing = SharingConfig(shared_dim=6, num_surrogate_labels=10, decorrelation_weight=DISW,
+                            regressor_hidden=16, combined_step=combined)
+    return Config(
+        model=ModelConfig(backbone="small_cnn", head=HeadConfig(dim=8)),
+        method=MethodConfig(name="sharing", loss=loss, sharing=sharing),
+        optim=OptimConfig(name="adam", lr=1e-3, weight_decay=4e-4),
+        train=TrainConfig(batch_size=16, m_per_class=4, seed=3),
+    )
+
+
+class Spy(nn.Module):
+    """Wraps a miner and records each call's labels, exclude-labels and output."""
+
+    def __init__(self, miner: nn.Module) -> None:
+        super().__init__()
+        self.miner, self.calls = miner, []
+
+    def forward(self, embeddings, labels, exclude_labels=None):
+        out = self.miner(embeddings, labels, exclude_labels=exclude_labels)
+        self.calls.append((labels, exclude_labels, out))
+        return out
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.rand(len(LABELS), 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def _setup(combined: bool = False):
+    torch.manual_seed(0)
+    cfg = _config(combined)
+    method = build_method(cfg, CLASSES)
+    assert isinstance(method, SharingMethod)
+    model = build_model(cfg.model, 1, extra_heads={"shared": cfg.method.sharing.shared_dim})
+    samplers = method.batch_samplers(LABELS, cfg.train)
+    return cfg, method, model, samplers
+
+
+def _batches(samplers: dict, images: torch.Tensor, b: int = 0) -> dict:
+    out = {}
+    for name, sampler in samplers.items():
+        sampler.set_epoch(0)
+        idx = torch.tensor(list(sampler)[b])
+        out[name] = (images[idx], torch.as_tensor(LABELS)[idx], idx)
+    return out
+
+
+def _train_iteration(method, model, optimizer, batches, it: int = 0) -> list[dict]:
+    """What Trainer.train_epoch does with one iteration's steps."""
+    outs = []
+    for losses in method.steps(model, batches, it):
+        assert torch.isfinite(losses["loss"])
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        outs.append({k: v.detach() for k, v in losses.items()})
+    return outs
+
+
+def test_two_streams(images):
+    cfg, method, _, samplers = _setup()
+    assert set(samplers) == {"class", "shared"}
+    assert isinstance(samplers["class"], MPerClassBatchSampler)
+    assert isinstance(samplers["shared"], SurrogateLabelBatchSampler)
+    assert samplers["shared"] is method.shared_sampler
+    batches = _batches(samplers, images)
+    assert len(batches["shared"][0]) == cfg.train.batch_size
+    surrogate = method.shared_sampler.surrogate_labels(0)
+    assert surrogate.view(-1, cfg.train.m_per_class).unique(dim=1).shape[1] == 1  # blocks of m
+
+
+def test_two_optimizer_steps_change_every_parameter_group(images):
+    cfg, method, model, samplers = _setup()
+    optimizer = build_optimizer(cfg, model, method)
+    names = {g["name"]: g for g in optimizer.param_groups}
+    assert set(names) == {"model", "regressor", "loss", "shared_loss"}
+    assert names["regressor"]["lr"] == 1e-5 and names["regressor"]["weight_decay"] == 1e-6
+    assert names["loss"]["params"] == [method.class_loss.beta]
+    assert names["shared_loss"]["params"] == [method.shared_loss.beta]
+    for name in ("loss", "shared_loss"):  # the shared loss has no lr of its own: the class one's
+        assert names[name]["lr"] == 5e-4 and names[name]["weight_decay"] == 0.0
+    assert method.class_loss.beta.shape == (4,) and method.shared_loss.beta.shape == (10,)
+
+    tracked = {
+        **{f"model.{n}": p for n, p in model.named_parameters()},
+        **{f"regressor.{n}": p for n, p in method.decorrelation.named_parameters()},
+        "class_beta": method.class_loss.beta, "shared_beta": method.shared_loss.beta,
+    }
+    before = {n: p.detach().clone() for n, p in tracked.items()}
+    outs = _train_iteration(method, model, optimizer, _batches(samplers, images))
+    assert len(outs) == 2
+    unchanged = [n for n, p in tracked.items() if torch.equal(before[n], p.detach())]
+    assert unchanged == []
+    assert any(n.startswith("model.heads.shared") for n in tracked)
+    # the class step moves only the betas of the batch's classes' anchors; the shared step the
+    # betas of the surrogate labels in its batch
+    used = method.shared_sampler.surrogate_labels(0).unique()
+    moved = (before["shared_beta"] != method.shared_loss.beta.detach()).nonzero().flatten()
+    assert set(moved.tolist()) <= set(used.tolist())
+
+
+def test_shared_loss_lr():
+    cfg = _config()
+    cfg.method.sharing.shared_loss.lr = 2e-3
+    groups = {g["name"]: g for g in build_method(cfg, CLASSES).param_groups(1e-3, 0.0)}
+    assert groups["loss"]["lr"] == 5e-4 and groups["shared_loss"]["lr"] == 2e-3
+    cfg.method.loss.lr = None
+    groups = {g["name"]: g for g in build_method(cfg, CLASSES).param_groups(1e-3, 0.0)}
+    assert groups["loss"]["lr"] == 1e-3 and groups["shared_loss"]["lr"] == 2e-3
+
+
+def test_steps_and_their_losses(images):
+    _, method, model, samplers = _setup()
+    batches = _batches(samplers, images)
+    first, second = method.steps(model, batches, 0)
+    assert set(first) == {"class_loss", "decorrelation_class", "loss"}
+    assert set(second) == {"shared_loss", "decorrelation_shared", "shared_triplets", "loss"}
+    torch.testing.assert_close(
+        first["loss"], first["class_loss"] + DISW * first["decorrelation_class"])
+    torch.testing.assert_close(
+        second["loss"], second["shared_loss"] + DISW * second["decorrelation_shared"])
+    for out in (first, second):
+        assert all(torch.isfinite(v) for v in out.values())
+    assert second["shared_triplets"] > 0
+
+    _, combined, model, samplers = _setup(combined=True)
+    (only,) = combined.steps(model, _batches(samplers, images), 0)
+    parts = {"class_loss", "shared_loss", "decorrelation_class", "decorrelation_shared"}
+    assert parts <= only.keys()
+    torch.testing.assert_close(
+        only["loss"],
+        only["class_loss"] + only["shared_loss"]
+        + DISW * (only["decorrelation_class"] + only["decorrelation_shared"]),
+    )
+
+
+def test_decorrelation_trains_the_regressor_in_both_steps(images):
+    _, method, model, samplers = _setup()
+    regressor = list(method.decorrelation.parameters())
+    for out in method.steps(model, _batches(samplers, images), 0):
+        for p in regressor:
+            p.grad = None
+        out["loss"].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in regressor)
+
+
+def test_shared_negatives_differ_in_surrogate_label_and_true_class(images):
+    _, method, model, samplers = _setup()
+    method.shared_miner = spy = Spy(method.shared_miner)
+    for b in range(2):
+        batches = _batches(samplers, images, b)
+        list(method.steps(model, batches, b))
+        surrogate, true, (a, p, n) = spy.calls[-1]
+        assert torch.equal(surrogate, method.shared_sampler.surrogate_labels(b))
+        assert torch.equal(true, batches["shared"][1])
+        assert len(a) > 0
+        assert torch.all(a != p) and torch.all(surrogate[a] == surrogate[p])
+        assert torch.all(surrogate[n] != surrogate[a])
+        assert torch.all(true[n] != true[a])
+    assert len(spy.calls) == 2
+
+
+def test_shared_batch_of_one_true_class_gives_a_finite_loss(images):
+    _, method, model, samplers = _setup()
+    batches = _batches(samplers, images)
+    shared_images, _, idx = batches["shared"]
+    batches["shared"] = (shared_images, torch.full_like(idx, 4), idx)
+    _, second = method.steps(model, batches, 0)
+    assert second["shared_triplets"] == 0
+    assert second["shared_loss"] == 0
+    assert torch.isfinite(second["loss"])
+    second["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -1,0 +1,95 @@
+"""The retrieval commands (embed, index, search, export) through typer's CliRunner."""
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from dmlkit.cli.app import app
+from dmlkit.errors import CheckpointError, DataError
+from dmlkit.serve.embeddings_file import load_embeddings_file
+from dmlkit.serve.image_listing import list_images
+from dmlkit.serve.load import load_run
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def flat_index(run_dir, digits_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("index") / "g.index"
+    res = invoke("index", run_dir, digits_folder, "-o", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "flat" in res.output and "1 (exact)" in res.output
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_embed_writes_embeddings_labels_and_paths(run_dir, digits_folder, tmp_path, suffix):
+    out = tmp_path / f"e{suffix}"
+    res = invoke("embed", run_dir, digits_folder, "-o", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "120 x 32 embeddings (10 classes)" in res.output
+    f = load_embeddings_file(out)
+    listing = list_images(digits_folder)
+    assert f.paths == listing.relative and f.labels.tolist() == listing.labels.tolist()
+    expected = load_run(run_dir).embed(listing.paths, progress=False)
+    torch.testing.assert_close(f.embeddings, expected, atol=1e-6, rtol=0)
+    assert f.meta["fingerprint"] == load_run(run_dir).fingerprint
+
+
+def test_embed_refuses_an_unknown_suffix_before_working(run_dir, digits_folder, tmp_path):
+    res = invoke("embed", run_dir, digits_folder, "-o", tmp_path / "e.pt")
+    assert isinstance(res.exception, DataError) and "suffix" in str(res.exception)
+
+
+def test_search_finds_the_query_itself_and_writes_html(flat_index, digits_folder, tmp_path):
+    query = digits_folder / "3" / sorted(p.name for p in (digits_folder / "3").iterdir())[0]
+    res = invoke("search", flat_index, query, "-k", 3, "--html", tmp_path / "s.html")
+    assert res.exit_code == 0, res.output
+    first = next(line for line in res.output.splitlines() if "│    1 │" in line)
+    assert f"3/{query.name}" in first and "0.0000" in first and "│ 3 " in first
+    page = (tmp_path / "s.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # the query and its 3 neighbours
+
+
+@pytest.mark.parametrize("kind,extra", [("ivf", ["--nlist", 4, "--nprobe", 2]),
+                                        ("hnsw", ["--hnsw-m", 8])])
+def test_approximate_indexes_report_recall(run_dir, digits_folder, tmp_path, kind, extra):
+    res = invoke("index", run_dir, digits_folder, "-o", tmp_path / "g.index", "--kind", kind,
+                 "--no-progress", *extra)
+    assert res.exit_code == 0, res.output
+    assert "recall@10 = " in res.output and "(120 queries)" in res.output
+    res = invoke("search", tmp_path / "g.index", digits_folder / "0", "-k", 2)
+    assert res.exit_code == 0 and res.output.count("query ") == 12
+
+
+def test_search_with_another_model_is_a_checkpoint_error(run_dir, flat_index, digits_folder,
+                                                         tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    weights = load_file(other / "model.safetensors")
+    weights = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
+    save_file(weights, other / "model.safetensors")
+    res = invoke("search", flat_index, digits_folder / "0", "--run", other)
+    assert isinstance(res.exception, CheckpointError)
+    assert "rebuild the index" in str(res.exception)
+
+
+def test_search_without_the_indexs_run(flat_index, tmp_path, digits_folder):
+    moved = tmp_path / "moved.index"
+    shutil.copy(flat_index, moved)
+    side = flat_index.with_name(flat_index.name + ".json")
+    text = side.read_text().replace(str(side.parent.parent), "/nonexistent")
+    moved.with_name("moved.index.json").write_text(text)
+    res = invoke("search", moved, digits_folder / "0")
+    assert isinstance(res.exception, CheckpointError) and "--run" in str(res.exception)
+
+
+def test_export_torchscript(run_dir, tmp_path):
+    res = invoke("export", run_dir, "--format", "torchscript", "-o", tmp_path / "m.pt")
+    assert res.exit_code == 0, res.output
+    assert "max |exported - eager|" in res.output and (tmp_path / "m.pt").is_file()
