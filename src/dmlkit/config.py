@@ -6,9 +6,9 @@ Unknown keys and wrong types are rejected with a one-line ConfigError naming the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -264,6 +264,9 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     return _deep_merge(_load_raw(str(parent), (*seen, str(parent))), data)
 
 
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"train.epochs=5"`` -> (["train", "epochs"], 5); the value is parsed as YAML.
 
@@ -280,9 +283,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         parsed = value
     # YAML 1.1 reads "1e-3" as a string: accept it as the float the user meant.
-    if isinstance(parsed, str):
-        with contextlib.suppress(ValueError):
-            parsed = float(parsed)
+    if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
+        parsed = float(parsed)
     return key.strip().split("."), parsed
 
 

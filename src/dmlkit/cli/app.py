@@ -15,7 +15,7 @@ from dmlkit.errors import DmlkitError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Deep metric learning: train, evaluate, compare, retrieve.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 _state = {"debug": False}
 
 

@@ -144,14 +144,18 @@ def default_workers(device: torch.device) -> int:
 
 
 def chunk_size_for(
-    n_reference: int, k: int, workers: int = 1, memory_budget_mb: float | None = None
+    n_reference: int,
+    k: int,
+    workers: int = 1,
+    memory_budget_mb: float | None = None,
+    accelerator: bool = False,
 ) -> int:
     """Query rows per chunk so that ``workers`` chunks in flight fit the memory budget.
 
-    A row costs about ``9 N`` bytes (float32 scores, their partitioned copy, a mask) plus
-    ``64 k`` bytes (keys, neighbour labels, metric temporaries). The budget defaults to
-    512 MB, capped at a quarter of the machine's available memory; chunks stop growing at
-    `MAX_CHUNK_ROWS` rows.
+    A row costs about ``9 N`` bytes on CPU (float32 scores, their partitioned copy, a mask) or
+    ``20 N`` on an accelerator (scores and int64 keys), plus ``64 k`` bytes (neighbours, labels,
+    metric temporaries). The budget defaults to 512 MB, capped at a quarter of the machine's
+    available memory; chunks stop growing at `MAX_CHUNK_ROWS` rows.
     """
     if memory_budget_mb is None:
         budget = DEFAULT_MEMORY_BUDGET_MB * 2**20
@@ -162,7 +166,7 @@ def chunk_size_for(
         if memory_budget_mb <= 0:
             raise ConfigError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
         budget = int(memory_budget_mb * 2**20)
-    per_row = 9 * n_reference + 64 * k
+    per_row = (20 if accelerator else 9) * n_reference + 64 * k
     return max(1, min(MAX_CHUNK_ROWS, budget // (per_row * max(1, workers))))
 
 
@@ -194,7 +198,8 @@ def map_neighbours(
         raise ConfigError(f"at most {_INDEX_MASK // 2} reference items are supported")
     workers = workers or default_workers(query.device)
     if chunk_size is None:
-        chunk_size = chunk_size_for(n_ref, k, workers, memory_budget_mb)
+        accelerator = query.device.type != "cpu"
+        chunk_size = chunk_size_for(n_ref, k, workers, memory_budget_mb, accelerator)
     elif chunk_size < 1:
         raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
     q_aug, r_aug = _augment(query, reference, distance)
