@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from dmlkit.cli.app import app
-from dmlkit.errors import CheckpointError, DataError
+from dmlkit.errors import CheckpointError, ConfigError, DataError
 from dmlkit.serve.embeddings_file import load_embeddings_file
 from dmlkit.serve.image_listing import list_images
 from dmlkit.serve.load import load_run
@@ -65,6 +65,11 @@ def test_approximate_indexes_report_recall(run_dir, digits_folder, tmp_path, kin
     assert "recall@10 = " in res.output and "(120 queries)" in res.output
     res = invoke("search", tmp_path / "g.index", digits_folder / "0", "-k", 2)
     assert res.exit_code == 0 and res.output.count("query ") == 12
+
+
+def test_unknown_kind_fails_before_embedding(run_dir, tmp_path):
+    res = invoke("index", run_dir, tmp_path / "no-such-folder", "-o", tmp_path / "g", "--kind", "x")
+    assert isinstance(res.exception, ConfigError) and "unknown index kind 'x'" in str(res.exception)
 
 
 def test_search_with_another_model_is_a_checkpoint_error(run_dir, flat_index, digits_folder,

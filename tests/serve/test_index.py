@@ -190,6 +190,8 @@ def test_other_model_or_dimension_is_refused(saved):
         idx.check_run(fake_run(fingerprint="b" * 64))
     with pytest.raises(CheckpointError, match="dimension 4"):
         idx.search(torch.zeros(2, 32))
+    with pytest.raises(ConfigError, match="k must be at least 1"):
+        idx.search(torch.zeros(2, 4), k=0)
 
 
 def test_build_errors():
@@ -198,3 +200,6 @@ def test_build_errors():
         GalleryIndex.build(x, [str(i) for i in range(50)], fake_run(), ".", kind="lsh")
     with pytest.raises(ConfigError, match="exceeds"):
         build_faiss_index(x.numpy(), faiss.METRIC_L2, "ivf", nlist=60)
+    for bad in ({"nlist": 0}, {"nprobe": -1}, {"hnsw_m": 1}, {"ef_search": 0}):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} is too small"):
+            build_faiss_index(x.numpy(), faiss.METRIC_L2, "ivf", **bad)

@@ -74,8 +74,9 @@ def index(
     from rich.table import Table
 
     from dmlkit.cli.app import console
-    from dmlkit.serve.index import GalleryIndex
+    from dmlkit.serve.index import GalleryIndex, check_kind
 
+    check_kind(kind)
     loaded, listing, emb = _embed_folder(run_dir, images_dir, batch_size, device, workers,
                                          progress)
     gallery = GalleryIndex.build(

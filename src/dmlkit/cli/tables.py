@@ -17,7 +17,7 @@ def metrics_table(rows: dict[str, dict[str, float]], title: str = "test metrics"
     extra = sorted({k for r in rows.values() for k in r if isinstance(r[k], float)}
                    - {k for k, _ in present} - {"recall_at_1"})
     table = Table(title=title)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True, min_width=9)
     for _, header in present:
         table.add_column(header, justify="right")
     for k in extra:
@@ -25,5 +25,5 @@ def metrics_table(rows: dict[str, dict[str, float]], title: str = "test metrics"
     for name, r in rows.items():
         cells = [r.get(k) for k, _ in present] + [r.get(k) for k in extra]
         table.add_row(name, *("-" if v is None or (isinstance(v, float) and math.isnan(v))
-                              else f"{v:.4f}" for v in cells))
+                              else f"{v:.3f}" for v in cells))
     return table

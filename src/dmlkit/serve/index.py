@@ -106,6 +106,12 @@ def default_nlist(n: int) -> int:
     return max(1, min(round(4 * math.sqrt(n)), n // 39))
 
 
+def check_kind(kind: str) -> None:
+    """ConfigError unless ``kind`` is one of `KINDS`."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
 def build_faiss_index(
     vectors: np.ndarray,
     metric: int,
@@ -121,6 +127,12 @@ def build_faiss_index(
     IVF defaults: ``nlist = default_nlist(n)``, ``nprobe = max(1, nlist // 16)``.
     """
     n, d = vectors.shape
+    check_kind(kind)
+    given = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": hnsw_m - 1,
+             "ef_construction": ef_construction, "ef_search": ef_search}
+    bad = next((k for k, v in given.items() if v is not None and v < 1), None)
+    if bad is not None:
+        raise ConfigError(f"{bad} is too small (nlist, nprobe, ef_* >= 1; hnsw_m >= 2)")
     if kind == "flat":
         index, params = faiss.index_factory(d, "Flat", metric), {}
     elif kind == "ivf":
@@ -131,12 +143,10 @@ def build_faiss_index(
         index = faiss.index_factory(d, f"IVF{nlist},Flat", metric)
         index.train(vectors)
         params = {"nlist": nlist, "nprobe": nprobe}
-    elif kind == "hnsw":
+    else:
         index = faiss.index_factory(d, f"HNSW{hnsw_m},Flat", metric)
         index.hnsw.efConstruction = ef_construction
         params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
-    else:
-        raise ConfigError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     _set_search_params(index, params)
     index.add(vectors)
     return index, params
@@ -242,6 +252,8 @@ class GalleryIndex:
 
     def search(self, queries: torch.Tensor, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each n x min(k, count), best first; ids of -1 mark missing results."""
+        if k < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
         scores, ids = self.index.search(_prepare(queries, self.meta), min(k, self.meta.count))
         if self.meta.distance == "euclidean":
             scores = np.sqrt(np.maximum(scores, 0.0))

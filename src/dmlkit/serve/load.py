@@ -93,5 +93,7 @@ def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
             f"{run_dir / weights} does not match the run's model config: {str(e)[:200]}"
         ) from None
     model.eval()
-    return LoadedRun(run_dir, cfg, model, in_channels, weights=run_dir / weights)
+    loaded = LoadedRun(run_dir, cfg, model, in_channels, weights=run_dir / weights)
+    _ = loaded.fingerprint  # hash the weights now, as loaded, not when first asked
+    return loaded
 
