@@ -10,7 +10,8 @@ seed 1234. Embeddings are clustered Gaussians, L2-normalized, d=128 by default.
     PYTHONPATH=src python benchmarks/bench_evaluation.py --cases 10k-10 inshop
     PYTHONPATH=src python benchmarks/bench_evaluation.py --cases 60k-10 --pml-at-60k
 
-PML is skipped at 60k unless --pml-at-60k (its 60k x 6k neighbour matrices need ~23 GB).
+PML is skipped at 60k unless --pml-at-60k: with 10 classes its k = 6k neighbour matrices can
+exhaust a 24 GB machine.
 """
 
 from __future__ import annotations

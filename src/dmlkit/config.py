@@ -38,6 +38,9 @@ class DataConfig(Section):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     max_per_class: int | None = Field(None, ge=2)
     transform: str = "small"
+    eval_transform: str | None = Field(
+        None, description="a different eval transform preset (default: as training)"
+    )
     image_size: int | None = Field(None, ge=8)
     on_bad_image: Literal["fail", "skip"] = "fail"
     num_workers: int = Field(0, ge=0)
@@ -170,6 +173,9 @@ class EvalConfig(Section):
     batch_size: int = Field(512, ge=1)
     nmi: bool = True
     evaluate_untrained: bool = True
+    bn_train_mode: bool = Field(
+        False, description="extract with BatchNorm in training mode (Guided DML's official code)"
+    )
 
 
 class RunConfig(Section):

@@ -119,10 +119,20 @@ def test_bad_inputs_are_data_errors(loaded, images, message):
 def test_unreadable_file_is_a_data_error(loaded, tmp_path):
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(DataError, match="cannot decode image"):
-        loaded.embed([bad], progress=False)
+    for workers in (0, 1):
+        with pytest.raises(DataError, match="cannot decode image") as err:
+            loaded.embed([bad], num_workers=workers, progress=False)
+        assert str(err.value).startswith("cannot decode image") and "\n" not in str(err.value)
     with pytest.raises(DataError, match="batch_size"):
         loaded.embed([bad], batch_size=0)
+
+
+def test_the_eval_transform_override_is_used(run_dir):
+    run = load_run(run_dir)
+    assert run.transform_name == "small"
+    run.cfg.data.eval_transform = "raw255"
+    x = torch.full((1, 8, 8), 200, dtype=torch.uint8)
+    assert run.transform_name == "raw255" and run.transform(x).max().item() == 200.0
 
 
 def test_fingerprint_is_the_weights_sha256(loaded, run_dir):

@@ -50,7 +50,7 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     )
     channels = _channels(splits)
     train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
-    eval_tf = build_transform(cfg.transform, False, cfg.image_size, channels)
+    eval_tf = build_transform(cfg.eval_transform or cfg.transform, False, cfg.image_size, channels)
 
     def eval_data(split: EvalSplit) -> EvalData:
         ref = None if split.reference is None else ImageDataset(split.reference, eval_tf)

@@ -12,6 +12,7 @@ CIFAR-100 uses the 100 fine labels; the 20 coarse labels are the super-labels.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import shutil
@@ -27,6 +28,7 @@ from dmlkit.data.download import file_digest, safe_extract
 from dmlkit.data.folder import load_folder
 from dmlkit.data.image_check import default_workers
 from dmlkit.data.layout import dataset_dir, download_into
+from dmlkit.engine.checkpoint import atomic_write_bytes
 from dmlkit.errors import DataError
 
 SOURCES = {
@@ -216,16 +218,11 @@ def _cached_decode(paths: list[Path], folder: Path, cache_dir: Path, workers: in
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
     images = decode_images(paths, workers)
-    tmp = None
     try:
-        home.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".decoding-", suffix=".npy", dir=home)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, images)
-        os.replace(tmp, cache)
+        buf = io.BytesIO()
+        np.save(buf, images)
+        atomic_write_bytes(cache, buf.getvalue())
     except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         warnings.warn(f"cifar10-jpeg: could not cache decoded images in {home}: {e}", stacklevel=2)
     return images
 

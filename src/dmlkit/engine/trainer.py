@@ -55,10 +55,11 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
 
 
 def evaluate_model(
-    model: nn.Module, data: EvalData, cfg: Config, device: torch.device, train_mode: bool = False
+    model: nn.Module, data: EvalData, cfg: Config, device: torch.device
 ) -> dict[str, float]:
     """Embed the query (and reference) set and compute every metric from one ranking."""
     e = cfg.eval
+    train_mode = e.bn_train_mode
     q, ql = extract_embeddings(model, data.query, e.batch_size, device, cfg.data.num_workers,
                                train_mode)
     r = rl = None

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from dmlkit.engine.checkpoint import atomic_write_bytes
 from dmlkit.errors import ConfigError, DataError
 
 FORMAT = "dmlkit-targets-v1"
@@ -196,7 +195,7 @@ class TargetCache:
         return targets
 
     def save(self, targets: Tensor, indices: Tensor, fingerprint: Mapping[str, str]) -> None:
-        """Write atomically (temporary file in the same folder, fsync, ``os.replace``)."""
+        """Write atomically (temporary file in the same folder, fsync, rename)."""
         targets = targets.detach().float().cpu().contiguous()
         indices = indices.detach().cpu().contiguous()
         meta = {
@@ -207,17 +206,7 @@ class TargetCache:
             "dim": str(targets.shape[1]),
         }
         data = safetensors_bytes({"targets": targets, "indices": indices}, meta)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.path, data)
 
 
 def load_or_compute(

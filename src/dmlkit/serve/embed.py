@@ -99,7 +99,9 @@ class EmbeddingInputs(Dataset):
         elif isinstance(images, Sequence):
             bad = next((x for x in images if not isinstance(x, ImageItem)), None)
             if bad is not None:
-                raise DataError(f"cannot embed a {type(bad).__name__}: give paths or PIL images")
+                raise DataError(
+                    f"cannot embed a {type(bad).__name__}: give paths, PIL images or tensors"
+                )
             if any(isinstance(x, torch.Tensor) and (x.dtype != torch.uint8 or x.ndim != 3)
                    for x in images):
                 raise DataError("image tensors in a list must be uint8 C x H x W")
@@ -174,6 +176,12 @@ def embed_images(
             for batch in loader:
                 out.append(model(batch.to(device)).float().cpu())
                 bar.advance(task, len(batch))
+    except DataError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) == 1:
+            raise
+        # re-raised from a DataLoader worker with its traceback: keep the one-line message
+        raise DataError(lines[-1].removeprefix(f"{DataError.__module__}.DataError: ")) from None
     finally:
         model.train(was_training)
     return torch.cat(out)

@@ -68,7 +68,7 @@ def export_metadata(run: LoadedRun, input_shape: tuple[int, ...]) -> dict[str, s
     d, ev = run.cfg.data, run.cfg.eval
     return {
         "dmlkit_version": __version__, "fingerprint": run.fingerprint,
-        "transform": d.transform, "image_size": json.dumps(d.image_size),
+        "transform": run.transform_name, "image_size": json.dumps(d.image_size),
         "in_channels": str(run.in_channels), "input_shape": json.dumps(list(input_shape)),
         "distance": ev.distance, "normalize": json.dumps(ev.normalize),
     }

@@ -40,11 +40,16 @@ class LoadedRun:
             self._data = build_data(self.cfg.data, self.cfg.train.seed)
         return self._data
 
+    @property
+    def transform_name(self) -> str:
+        """The eval transform preset: ``data.eval_transform``, else ``data.transform``."""
+        return self.cfg.data.eval_transform or self.cfg.data.transform
+
     @cached_property
     def transform(self) -> Callable:
-        """The run's eval transform (``cfg.data.transform`` at ``cfg.data.image_size``)."""
-        d = self.cfg.data
-        return build_transform(d.transform, False, d.image_size, self.in_channels)
+        """The run's eval transform (`transform_name` at ``data.image_size``), as in training."""
+        return build_transform(self.transform_name, False, self.cfg.data.image_size,
+                               self.in_channels)
 
     @cached_property
     def fingerprint(self) -> str:
