@@ -45,3 +45,27 @@ def test_debug_shows_traceback(tmp_path):
 def test_presets_listed():
     res = CliRunner().invoke(app, ["presets"])
     assert "fashion-mnist-demo" in res.output and "mdr-paper-cub" in res.output
+
+
+def test_evaluate_embeddings_npz(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 5)
+    emb = np.eye(4)[labels] + 0.01 * rng.standard_normal((20, 4))
+    np.savez(tmp_path / "e.npz", embeddings=emb.astype(np.float32), labels=labels)
+    res = CliRunner().invoke(app, ["evaluate-embeddings", str(tmp_path / "e.npz"),
+                                   "--per-class"])
+    assert res.exit_code == 0, res.output
+    assert "1.000" in res.output and "per class" in res.output
+    flags = np.arange(20) % 2 == 0
+    np.savez(tmp_path / "q.npz", embeddings=emb.astype(np.float32), labels=labels,
+             is_query=flags, is_gallery=~flags)
+    res = CliRunner().invoke(app, ["evaluate-embeddings", str(tmp_path / "q.npz")])
+    assert res.exit_code == 0 and "10 queries" in res.output
+
+
+def test_evaluate_embeddings_bad_file(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    res = run_cli("evaluate-embeddings", str(tmp_path / "bad.npz"))
+    assert res.returncode == 2 and "cannot read" in res.stderr

@@ -56,6 +56,39 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]):
     console.print(metrics_table({"model": loaded.evaluate_test()}, f"test metrics ({run_dir})"))
 
 
+@app.command("evaluate-embeddings")
+def evaluate_embeddings(
+    file: Annotated[Path, typer.Argument(help=".npz, .safetensors, .npy or .csv embeddings")],
+    labels: Annotated[Path | None, typer.Option(help="labels file (with .npy embeddings)")] = None,
+    distance: Annotated[str, typer.Option(help="euclidean, cosine or dot")] = "euclidean",
+    normalize: Annotated[bool, typer.Option(help="L2-normalize first")] = True,
+    recall_k: Annotated[list[int] | None, typer.Option("--recall-k", help="K of Recall@K")] = None,
+    map_at_k: Annotated[int | None, typer.Option(help="also MAP@K for this K")] = None,
+    per_class: Annotated[bool, typer.Option(help="also print per-class P@1 and MAP@R")] = False,
+):
+    """Score saved embeddings (any model's) with the retrieval metrics of docs/metrics.md.
+
+    With ``is_query``/``is_gallery`` flags in the file, queries are searched in the gallery;
+    otherwise every item is a query against all others (compared to self).
+    """
+    from dmlkit.cli.tables import metrics_table
+    from dmlkit.evaluation import evaluate, load_embeddings
+
+    emb, y, extra = load_embeddings(file, labels)
+    query = extra.get("is_query", extra.get("query_mask"))
+    ref = ref_y = None
+    if query is not None:
+        gallery = extra.get("is_gallery", ~query)
+        emb, y, ref, ref_y = emb[query], y[query], emb[gallery], y[gallery]
+    result = evaluate(emb, y, ref, ref_y, recall_ks=tuple(recall_k or (1, 2, 4, 8)),
+                      map_at_k=map_at_k, distance=distance, normalize=normalize,
+                      per_class=per_class)
+    by_class = result.pop("per_class", {})
+    console.print(metrics_table({file.name: result}, f"{len(emb)} queries"))
+    if per_class:
+        console.print(metrics_table({str(c): m for c, m in by_class.items()}, "per class"))
+
+
 @app.command()
 def reproduce(
     run_dir: Annotated[Path, typer.Argument(help="a run directory to train again")],
