@@ -80,6 +80,9 @@ def test_prepare_trains_the_master_once_and_reuses_it(data, tmp_path, calls):
     assert (tmp_path / "targets" / "master.safetensors").is_file()
     n = len(data.splits.train)
     assert first.targets.shape == (n, 2) and torch.isfinite(first.targets).all()
+    cost = first.summary()
+    assert cost["num_targets"] == n and cost["master_seconds"] >= 0
+    assert cost["targets_seconds"] >= 0
 
     # the master saw raw 0-255 pixels (master_raw_pixels), the student data stays normalized
     master_images = train[0][1]  # (self, dataset, ...)

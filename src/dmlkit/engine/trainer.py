@@ -21,6 +21,7 @@ from dmlkit.errors import TrainingError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_embeddings
 from dmlkit.methods.base import Method
+from dmlkit.protocol.run_report import write_run_report
 
 PRIMARY = "map_at_r"
 
@@ -217,8 +218,18 @@ class Trainer:
                     break
         save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
         self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device)
+        retrieval = self.model.retrieval
+        try:  # other embeddings the method offers (e.g. Sharing Matters' shared head)
+            for name, spec in self.method.retrieval_variants().items():
+                self.model.retrieval = spec
+                self.results[f"final_{name}"] = evaluate_model(self.model, self.data.test, cfg,
+                                                               self.device)
+        finally:
+            self.model.retrieval = retrieval
         self.results["epochs_trained"] = self.epoch
+        self.results["method"] = self.method.summary()
         self.run.write_json("metrics.json", self.results)
+        write_run_report(self.run.path)
         return self.results
 
     def _validate(self, row: dict) -> bool:

@@ -63,3 +63,11 @@ class Method(nn.Module):
     def logs(self) -> dict[str, float]:
         """Method statistics to log once per epoch (e.g. MDR levels)."""
         return {}
+
+    def summary(self) -> dict:
+        """Facts about the run written to metrics.json (e.g. Guided DML's stage-one timings)."""
+        return {}
+
+    def retrieval_variants(self) -> dict[str, str | list[str]]:
+        """Other head(s) evaluated at the end, by name (the model's retrieval head aside)."""
+        return {}

@@ -15,6 +15,7 @@ run instead (embedding-level distillation).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class GuidedMethod(MetricMethod):
             raise ConfigError("method.guided.teacher_run must name a run directory")
         self.cfg, self.seed, self.dim = cfg, seed, embedding_dim
         self.distill = EmbeddingDistillationLoss()
+        self.timings: dict[str, float] = {}
         self.register_buffer("targets", torch.zeros(0, embedding_dim), persistent=False)
 
     def batch_samplers(self, labels, cfg: TrainConfig, rank: int = 0, world_size: int = 1):
@@ -124,15 +126,24 @@ class GuidedMethod(MetricMethod):
                 dataset = ImageDataset(data.splits.train, raw)
             shape = dataset[0][0].shape
             master_cfg = self.master_config(int(shape[0]), (int(shape[1]), int(shape[2])))
+            t0 = time.perf_counter()
             master = self._load_or_train_master(dataset, labels, master_cfg, run_dir, device)
+            t1 = time.perf_counter()
             targets = load_or_compute(
                 run_dir, master, master_cfg,
                 lambda: compute_master_targets(master, dataset, labels, device=device),
             )
+            self.timings = {"master_seconds": t1 - t0,
+                            "targets_seconds": time.perf_counter() - t1,
+                            "num_targets": len(targets)}
         if targets.shape[1] != self.dim:
             raise ConfigError(f"teacher embeddings have dim {targets.shape[1]} but the student "
                               f"head has {self.dim}: set model.head.dim={targets.shape[1]}")
         self.targets = targets.to(device)
+
+    def summary(self) -> dict:
+        """Stage-one cost: master training and target generation (0 when loaded from cache)."""
+        return dict(self.timings)
 
     def _load_or_train_master(self, dataset, labels, master_cfg, run_dir, device):
         folder = Path(run_dir) / "master"

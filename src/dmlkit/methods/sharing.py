@@ -52,6 +52,12 @@ class SharingMethod(Method):
         samplers["shared"] = self.shared_sampler
         return samplers
 
+    def retrieval_variants(self) -> dict[str, str | list[str]]:
+        """Both heads are evaluated: the shared head alone and the concatenation."""
+        variants = {"shared": "shared", "concat": ["embedding", "shared"], "class": "embedding"}
+        current = "class" if self.cfg.retrieval == "class" else "concat"
+        return {k: v for k, v in variants.items() if k != current}
+
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """Regressor (its own lr, weight decay) and loss parameters (class loss lr; the shared
         loss's own lr if set, else the class loss's)."""
