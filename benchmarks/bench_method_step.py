@@ -2,7 +2,7 @@
 
 Measures forward + loss + backward + optimizer step of each preset's method on identical
 M-per-class batches of Fashion-MNIST (or random images with --random), interleaving the arms
-to share machine noise, and prints the median step time and the ratio to the first arm.
+in a shuffled order each step to share machine noise, and prints the median step time and the ratio to the first arm.
 
     python benchmarks/bench_method_step.py --arm triplet=triplet-small --arm mdr=mdr-small
 """
@@ -10,6 +10,7 @@ to share machine noise, and prints the median step time and the ratio to the fir
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -58,8 +59,12 @@ def main() -> None:
         arms[name] = make_arm(preset, overrides, data)
     iters = {n: [iter(s) for s in a[4].values()] for n, a in arms.items()}
     times: dict[str, list[float]] = {n: [] for n in arms}
+    order = list(arms)
+    rng = random.Random(0)
     for step in range(args.warmup + args.steps):
-        for name, (_, model, method, opt, samplers) in arms.items():
+        rng.shuffle(order)  # no arm always runs first (caches, turbo, neighbours' load)
+        for name in order:
+            _, model, method, opt, samplers = arms[name]
             batches = {k: batch(data.train, next(it)) for k, it in zip(samplers, iters[name],
                                                                         strict=True)}
             t0 = time.perf_counter()
