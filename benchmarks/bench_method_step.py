@@ -1,8 +1,8 @@
 """Per-step training time of a method against its baseline, on the same batches.
 
 Measures forward + loss + backward + optimizer step of each preset's method on identical
-M-per-class batches of Fashion-MNIST (or random images with --random), interleaving the arms
-in a shuffled order each step to share machine noise, and prints the median step time and the ratio to the first arm.
+M-per-class batches of the preset's data, running the arms in a shuffled order each step to
+share machine noise, and prints the median step time and the ratio to the first arm.
 
     python benchmarks/bench_method_step.py --arm triplet=triplet-small --arm mdr=mdr-small
 """
