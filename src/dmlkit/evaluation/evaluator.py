@@ -258,22 +258,13 @@ def evaluate(
     query_labels: Any,
     reference: Any | None = None,
     reference_labels: Any | None = None,
-    *,
-    recall_ks: Sequence[int] = (1, 2, 4, 8),
-    map_at_k: int | None = None,
-    metrics: Sequence[str] | None = None,
-    distance: str = "euclidean",
-    normalize: bool = False,
-    avg_of_avgs: bool = False,
-    per_class: bool = False,
-    chunk_size: int | None = None,
-    kmeans_seed: int = 0,
-    device: str | torch.device | None = None,
-    memory_budget_mb: float | None = None,
-    workers: int | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Retrieval metrics of ``query`` (n x d) against ``reference`` or, if None, itself.
 
+    ``options`` are `Evaluator`'s: recall_ks=(1, 2, 4, 8), map_at_k=None, metrics=None,
+    distance="euclidean", normalize=False, avg_of_avgs=False, per_class=False,
+    chunk_size=None, kmeans_seed=0, device=None, memory_budget_mb=None, workers=None.
     Returns "precision_at_1", "recall_at_{k}" per k in ``recall_ks``, "r_precision",
     "map_at_r", "map_at_{K}" (when ``map_at_k=K``), "nmi", "ami"; ``metrics`` selects a subset
     by name (precision_at_1, recall_at_k, r_precision, map_at_r, map_at_k, nmi, ami).
@@ -290,20 +281,7 @@ def evaluate(
     >>> evaluate(x, [0, 1, 0, 1, 1], recall_ks=(1, 2), metrics=["recall_at_k", "map_at_r"])
     {'recall_at_1': 0.4, 'recall_at_2': 0.6, 'map_at_r': 0.2}
     """
-    return Evaluator(
-        recall_ks=recall_ks,
-        map_at_k=map_at_k,
-        metrics=metrics,
-        distance=distance,
-        normalize=normalize,
-        avg_of_avgs=avg_of_avgs,
-        per_class=per_class,
-        chunk_size=chunk_size,
-        kmeans_seed=kmeans_seed,
-        device=device,
-        memory_budget_mb=memory_budget_mb,
-        workers=workers,
-    )(query, query_labels, reference, reference_labels)
+    return Evaluator(**options)(query, query_labels, reference, reference_labels)
 
 
 def concatenate_normalized(embeddings: Sequence[Any]) -> torch.Tensor:
