@@ -69,3 +69,10 @@ def test_evaluate_embeddings_bad_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"nope")
     res = run_cli("evaluate-embeddings", str(tmp_path / "bad.npz"))
     assert res.returncode == 2 and "cannot read" in res.stderr
+
+
+def test_datasets_list_and_describe():
+    res = CliRunner().invoke(app, ["datasets"])
+    assert res.exit_code == 0 and "digits" in res.output and "available (1797 images)" in res.output
+    res = CliRunner().invoke(app, ["datasets", "--describe", "digits"])
+    assert res.exit_code == 0 and '"images": 1797' in res.output and "image_stats" in res.output

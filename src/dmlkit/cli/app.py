@@ -139,14 +139,18 @@ def datasets(
             summary = cat.describe()
         console.print_json(json.dumps(summary, default=str))
         return
+    from rich.table import Table
+
+    table = Table(title="datasets (status at their default location)")
+    for col in ("name", "status", "description"):
+        table.add_column(col)
     for name, spec in sorted(DATASETS.items()):
         try:
-            load = spec.loader(root=None, download=False) if name in (
-                "fashion-mnist", "digits") else None
-            status = "available" if load is not None else "needs --root"
+            status = f"available ({len(spec.loader(root=None, download=False))} images)"
         except DmlkitError:
-            status = "not found locally"
-        console.print(f"{name:16s} {status:18s} {spec.description}")
+            status = "not found: use --root / data.root"
+        table.add_row(name, status, spec.description)
+    console.print(table)
 
 
 def main() -> None:
