@@ -64,26 +64,32 @@ def main() -> None:
                   f"(untrained {rows[-1]['untrained']['map_at_r']:.4f}) "
                   f"{seconds[-1]:.0f} s", flush=True)
         results[name] = {"preset": preset, "overrides": over, "runs": rows, "seconds": seconds}
+        if args.out:  # after every arm, so an interrupted comparison keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(table(results, args.seeds, args.title))
 
+    print(table(results, args.seeds, args.title))
+
+
+def table(results: dict, seeds: int, title: str) -> str:
+    """The Markdown table of all arms finished so far."""
     header = ["arm", "model"] + [h for _, h in METRICS] + ["time/run (s)"]
-    lines = [f"## {args.title}", "",
+    lines = [f"## {title}", "",
              f"Command: `python {' '.join(sys.argv)}`", "",
              f"Hardware: {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
-             f"{args.seeds} seeds; mean ± 95% CI (Student t).", "",
+             f"{seeds} seeds; mean ± 95% CI (Student t).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    labels = {"untrained": "untrained", "final": "trained",
+              "final_shared": "trained, shared head", "final_concat": "trained, both heads"}
     for name, r in results.items():
-        for which in ("untrained", "final"):
+        for which in [w for w in labels if w in r["runs"][0]]:
             cells = [format_ci([run[which].get(k, float("nan")) for run in r["runs"]])
                      for k, _ in METRICS]
             t = f"{sum(r['seconds']) / len(r['seconds']):.0f}" if which == "final" else ""
-            label = "trained" if which == "final" else "untrained"
+            label = labels[which]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + f" | {t} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
