@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -75,7 +76,7 @@ def table(results: dict, seeds: int, title: str) -> str:
     """The Markdown table of all arms finished so far."""
     header = ["arm", "model"] + [h for _, h in METRICS] + ["time/run (s)"]
     lines = [f"## {title}", "",
-             f"Command: `python {' '.join(sys.argv)}`", "",
+             f"Command: `python {shlex.join(sys.argv)}`", "",
              f"Hardware: {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
              f"{seeds} seeds; mean ± 95% CI (Student t).", "",
