@@ -49,13 +49,14 @@ def main() -> None:
     args = ap.parse_args()
 
     quiet = Console(file=io.StringIO())
+    runs = Path(args.runs) / (args.out.stem if args.out else "compare")
     results: dict[str, dict] = {}
     for spec in args.arm:
         name, preset, over = parse_arm(spec)
         rows, seconds = [], []
         for seed in range(args.seeds):
             cfg = config.load(preset, [*args.set, *over, f"train.seed={seed}",
-                                       f"run.root={args.runs}", f"run.name={name}-s{seed}"])
+                                       f"run.root={runs}", f"run.name={name}-s{seed}"])
             t0 = time.perf_counter()
             run = train(cfg, console=quiet)
             seconds.append(time.perf_counter() - t0)

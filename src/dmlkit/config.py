@@ -36,6 +36,10 @@ class DataConfig(Section):
     train_classes: list[int] | None = None
     all_images: bool = False
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    folds: int = Field(
+        0, ge=0, description="class-disjoint cross-validation folds of the train classes (0: none)"
+    )
+    fold: int | None = Field(None, ge=0, description="the fold that validates (with folds)")
     max_per_class: int | None = Field(None, ge=2)
     transform: str = "small"
     eval_transform: str | None = Field(
@@ -161,6 +165,12 @@ class TrainConfig(Section):
     device: str = "auto"
     deterministic: bool = True
     keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_every: int = Field(
+        200, ge=0, description="also checkpoint every N iterations mid-epoch (0: epoch ends only)"
+    )
+    skip_nonfinite: bool = Field(
+        False, description="skip (and count) optimizer steps with a non-finite loss or gradient"
+    )
     patience: int | None = Field(None, ge=1, description="early stop on validation MAP@R")
 
 
@@ -205,7 +215,7 @@ class Config(Section):
         return hashlib.sha256(blob).hexdigest()
 
 
-def _format_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "<root>"
     if e["type"] == "extra_forbidden":
@@ -218,7 +228,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -248,7 +258,7 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """A config file or preset as a dict, with ``extends: OTHER`` resolved (recursively)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
@@ -267,7 +277,7 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         return data
     if parent in seen:
         raise ConfigError(f"config: 'extends' cycle through {parent!r}")
-    return _deep_merge(_load_raw(str(parent), (*seen, str(parent))), data)
+    return _deep_merge(load_raw(str(parent), (*seen, str(parent))), data)
 
 
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
@@ -310,7 +320,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load(name_or_path: str, overrides: list[str] | None = None) -> Config:
     """Load a preset name or YAML path, apply overrides, validate."""
-    return from_dict(apply_overrides(_load_raw(name_or_path), overrides or []))
+    return from_dict(apply_overrides(load_raw(name_or_path), overrides or []))
 
 
 def save(cfg: Config, path: Path) -> None:

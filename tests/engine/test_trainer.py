@@ -74,3 +74,10 @@ def test_truncated_checkpoint_gives_clear_error(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_weights(bad)
+
+
+def test_an_existing_run_is_never_reused(tmp_path):
+    first = train(smoke(tmp_path, "run.name=same", "train.epochs=1"))
+    second = train(smoke(tmp_path, "run.name=same", "train.epochs=1"))
+    assert first.path.name == "same" and second.path.name == "same-2"
+    assert len((first.path / "metrics.csv").read_text().splitlines()) == 2

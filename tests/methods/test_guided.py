@@ -209,3 +209,14 @@ def test_build_method_wires_the_guided_config():
     assert isinstance(method, GuidedMethod)
     assert method.dim == 2 and method.seed == 5 and method.cfg.master_margin == 2.0
     assert method.master_config(1, (28, 28))["seed"] == 5
+
+
+def test_master_cache_is_keyed_by_the_training_set(data):
+    from dmlkit.methods.guided import training_set_key
+
+    train = data.splits.train
+    assert training_set_key(train) == training_set_key(train.subset(np.arange(len(train))))
+    assert training_set_key(train.subset(np.arange(len(train) - 1))) != training_set_key(train)
+    flipped = train.subset(np.arange(len(train)))
+    flipped.images[0, 0, 0, 0] ^= 1  # same labels and size, one pixel differs
+    assert training_set_key(flipped) != training_set_key(train)

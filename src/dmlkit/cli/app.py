@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dmlkit.cli.serve_commands import register as register_serve_commands
 from dmlkit.errors import DmlkitError
@@ -154,13 +155,23 @@ def datasets(
 
 
 def main() -> None:
-    """Entry point: run the app, turning DmlkitError into one line on stderr (exit 2)."""
+    """Entry point: run the app, turning DmlkitError into one line on stderr (exit 2).
+
+    A training run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits 130/143 with
+    the command that resumes it; an OSError (e.g. a full disk) is one line too (exit 2).
+    """
     try:
         app(standalone_mode=False)
     except DmlkitError as e:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {e}")
+        code = getattr(e, "exit_code", 2)  # TrainingInterrupted: 128 + signal number
+        err_console.print(("[red]error:[/red] " if code == 2 else "") + escape(str(e)))
+        sys.exit(code)
+    except OSError as e:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {escape(str(e))}")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
@@ -175,3 +186,7 @@ def main() -> None:
 
 
 register_serve_commands(app)
+
+from dmlkit.cli.benchmark_command import register as register_benchmark_command  # noqa: E402
+
+register_benchmark_command(app)

@@ -46,7 +46,7 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
         catalog, _ = check_images(catalog, on_error=cfg.on_bad_image)
     splits = make_splits(
         catalog, cfg.protocol, cfg.train_classes, cfg.all_images, cfg.val_fraction,
-        cfg.max_per_class, seed,
+        cfg.max_per_class, seed, cfg.folds, cfg.fold,
     )
     channels = _channels(splits)
     train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)

@@ -8,6 +8,7 @@ booleans written 1/0, true/false or yes/no. Other columns are ignored.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ def _row(row: dict, base: Path, has_split: bool, has_flags: bool) -> tuple:
         label = int(row["label"])
     except ValueError:
         raise ValueError(f"label {row['label']!r} is not an integer") from None
+    if not -(2**63) <= label < 2**63:
+        raise ValueError(f"label {label} is out of the int64 range")
     split = row["split"] if has_split else "train"
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
@@ -58,9 +61,13 @@ def load_csv(root: str | Path | None = None, download: bool = False) -> Catalog:
         path = path / "manifest.csv"
     if not path.is_file():
         raise DataError(f"csv: missing {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from e
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    try:
         columns = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = columns
         missing = [c for c in REQUIRED if c not in columns]
@@ -73,10 +80,9 @@ def load_csv(root: str | Path | None = None, download: bool = False) -> Catalog:
             raise DataError(f"{path} line 1: is_query and is_gallery must both be columns")
         has_split, has_flags = "split" in columns, FLAGS[0] in columns
         for row in reader:
-            try:
-                rows.append(_row(row, path.parent, has_split, has_flags))
-            except ValueError as e:
-                raise DataError(f"{path} line {reader.line_num}: {e}") from e
+            rows.append(_row(row, path.parent, has_split, has_flags))
+    except (ValueError, csv.Error) as e:
+        raise DataError(f"{path} line {reader.line_num}: {e}") from e
     if not rows:
         raise DataError(f"{path}: no rows below the header")
     paths, labels, split, is_query, is_gallery = zip(*rows, strict=True)

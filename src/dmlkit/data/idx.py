@@ -7,6 +7,8 @@ big-endian uint32 sizes and the data. Files may be gzip-compressed (``.gz``) or 
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,7 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{source}: truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)  # exact: sizes can multiply past int64
     if len(data) - offset != size:
         raise DataError(
             f"{source}: IDX header says {shape} ({size} bytes) but {len(data) - offset} follow"
@@ -95,7 +97,7 @@ def read_idx(path: Path) -> np.ndarray:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read IDX file: {e}") from e
     return parse_idx(raw, str(path))
 

@@ -55,7 +55,10 @@ def read_table(
         try:
             if len(fields) != len(types):
                 raise ValueError(f"expected {len(types)} fields, got {len(fields)}")
-            rows.append(tuple(t(f) for t, f in zip(types, fields, strict=True)))
+            row = tuple(t(f) for t, f in zip(types, fields, strict=True))
+            if any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in row):
+                raise ValueError("a number is out of the int64 range")
+            rows.append(row)
         except ValueError as e:
             raise DataError(f"{path} line {number}: {e} in {line.strip()!r}") from e
     return rows

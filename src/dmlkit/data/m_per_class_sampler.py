@@ -15,8 +15,10 @@ class MPerClassBatchSampler:
     Epoch semantics: an epoch is ``batches_per_epoch`` batches (default
     ``len(labels) // batch_size``, i.e. about one pass over the data). Each batch draws its
     classes uniformly without replacement and, per class, ``m`` images without replacement (with
-    replacement only for a class smaller than ``m``). The stream is a pure function of
-    ``(seed, epoch)``: call ``set_epoch`` before iterating to resume exactly.
+    replacement only for a class smaller than ``m``). With ``m >= 2`` a class of a single image is
+    never drawn (it has no positive; ``skipped_classes`` lists them). The stream is a pure
+    function of ``(seed, epoch)``: call ``set_epoch(epoch, start_batch)`` before iterating; the
+    iteration then starts at batch ``start_batch`` of that epoch (exact mid-epoch resume).
 
     ``rank``/``world_size`` split every global batch into contiguous per-rank slices, so the
     union over ranks is the batch one process would draw.
@@ -35,24 +37,36 @@ class MPerClassBatchSampler:
         self.labels = np.asarray(labels)
         if batch_size % m:
             raise ConfigError(f"batch_size {batch_size} must be a multiple of m_per_class {m}")
-        self.classes, inverse = np.unique(self.labels, return_inverse=True)
-        self.by_class = [np.flatnonzero(inverse == c) for c in range(len(self.classes))]
+        classes, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
+        usable = counts >= 2 if m >= 2 else counts >= 1
+        self.skipped_classes = classes[~usable]
+        self.classes = classes[usable]
+        self.by_class = [np.flatnonzero(inverse == c) for c in np.flatnonzero(usable)]
         self.batch_size, self.m, self.seed = batch_size, m, seed
         self.per_batch = batch_size // m
         if self.per_batch > len(self.classes):
+            single = (f" ({len(self.skipped_classes)} more have a single image)"
+                      if len(self.skipped_classes) else "")
             raise DataError(
                 f"a batch of {batch_size} with m_per_class {m} needs {self.per_batch} classes, "
-                f"but the training set has {len(self.classes)}: lower train.batch_size or raise "
-                "train.m_per_class"
+                f"but the training set has {len(self.classes)}{single}: lower train.batch_size "
+                "or raise train.m_per_class"
             )
         if batch_size % world_size:
             raise ConfigError(f"batch_size {batch_size} not divisible by {world_size} ranks")
         self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = batches_per_epoch or max(1, len(self.labels) // batch_size)
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select epoch ``epoch``'s stream; the next iteration starts at batch ``start_batch``."""
+        if epoch < 0 or not 0 <= start_batch <= len(self):
+            raise ConfigError(
+                f"set_epoch({epoch}, start_batch={start_batch}): need epoch >= 0 and "
+                f"0 <= start_batch <= {len(self)}"
+            )
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -68,6 +82,8 @@ class MPerClassBatchSampler:
             ])
 
     def __iter__(self) -> Iterator[list[int]]:
+        start, self.start_batch = self.start_batch, 0
         share = self.batch_size // self.world_size
-        for batch in self.global_batches():
-            yield batch[self.rank * share : (self.rank + 1) * share].tolist()
+        for b, batch in enumerate(self.global_batches()):
+            if b >= start:
+                yield batch[self.rank * share : (self.rank + 1) * share].tolist()

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from dmlkit.errors import DataError
+from dmlkit.errors import ConfigError, DataError
 
 
 class RandomBatchSampler:
     """A torch ``batch_sampler``: epoch ``e`` is ``permutation(seed, e)`` cut into full batches.
 
-    The stream is a pure function of ``(seed, epoch)``; call ``set_epoch`` before iterating.
+    The stream is a pure function of ``(seed, epoch)``; call ``set_epoch(epoch, start_batch)``
+    before iterating: the iteration then starts at batch ``start_batch`` (exact mid-epoch resume).
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0,
@@ -24,14 +25,22 @@ class RandomBatchSampler:
         self.batches_per_epoch = min(batches_per_epoch or num_samples // batch_size,
                                      num_samples // batch_size)
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select epoch ``epoch``'s stream; the next iteration starts at batch ``start_batch``."""
+        if epoch < 0 or not 0 <= start_batch <= len(self):
+            raise ConfigError(
+                f"set_epoch({epoch}, start_batch={start_batch}): need epoch >= 0 and "
+                f"0 <= start_batch <= {len(self)}"
+            )
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
     def __iter__(self) -> Iterator[list[int]]:
+        start, self.start_batch = self.start_batch, 0
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
-        for b in range(self.batches_per_epoch):
+        for b in range(start, self.batches_per_epoch):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()

@@ -9,7 +9,9 @@
 - ``official``: the catalog's split as is (In-Shop: test = query vs gallery).
 
 ``val_fraction`` holds out the last classes of the train classes (class-disjoint) for
-validation during training.
+validation during training. ``folds`` (zero_shot only) instead cuts the train classes into K
+contiguous class ranges (`dmlkit.protocol.folds`): fold ``fold`` validates on range ``fold``
+and trains on the other K - 1 (MLRC's class-disjoint cross-validation).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from dmlkit.data.catalog import Catalog
 from dmlkit.errors import DataError
+from dmlkit.protocol.folds import fold_classes
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,21 @@ def split_classes(classes: np.ndarray, train_classes: list[int] | None) -> np.nd
     return np.isin(classes, train_classes)
 
 
+def _check_folds(protocol: str, val_fraction: float, folds: int, fold: int | None) -> None:
+    """Folds go with the zero_shot protocol and a chosen fold, and replace val_fraction."""
+    if not folds:
+        if fold is not None:
+            raise DataError("data.fold needs data.folds (the number of folds)")
+        return
+    if protocol != "zero_shot":
+        raise DataError(f"data.folds needs the zero_shot protocol, not {protocol!r}")
+    if val_fraction > 0:
+        raise DataError("data.folds and data.val_fraction both choose validation classes: "
+                        "set one")
+    if fold is None:
+        raise DataError(f"data.folds={folds} needs data.fold (0..{folds - 1})")
+
+
 def make_splits(
     cat: Catalog,
     protocol: str = "zero_shot",
@@ -70,8 +88,11 @@ def make_splits(
     val_fraction: float = 0.0,
     max_per_class: int | None = None,
     seed: int = 0,
+    folds: int = 0,
+    fold: int | None = None,
 ) -> Splits:
     """Cut a catalog into train / val / test following ``protocol`` (see module doc)."""
+    _check_folds(protocol, val_fraction, folds, fold)
     cat = _cap_per_class(cat, max_per_class, seed)
     in_train_split = cat.split == "train"
     if protocol == "zero_shot":
@@ -100,7 +121,11 @@ def make_splits(
     if len(train) == 0 or len(test.query) == 0:
         raise DataError(f"protocol {protocol}: empty train or test split")
     val = None
-    if val_fraction > 0:
+    if folds:
+        _, val_classes = fold_classes(train.classes, folds, fold)
+        is_val = np.isin(train.labels, val_classes)
+        val, train = EvalSplit(train.subset(is_val)), train.subset(~is_val)
+    elif val_fraction > 0:
         classes = train.classes
         n_val = max(1, round(val_fraction * len(classes)))
         if n_val >= len(classes):

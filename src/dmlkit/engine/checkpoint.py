@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -14,32 +17,78 @@ from safetensors.torch import load_file, save
 from dmlkit.errors import CheckpointError
 
 
+class WriteError(CheckpointError, OSError):
+    """A file could not be written (full disk, no permission); the previous file is intact.
+
+    Also an OSError, so callers that tolerate failed writes (caches) keep working.
+    """
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename.
 
-    A crash (or a full disk) leaves the previous file intact.
+    A crash, a signal or a full disk leaves the previous file intact; an OSError is raised as
+    `WriteError` naming the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = None
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as f:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)  # mkstemp creates 0600: the usual file mode
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            err = WriteError(f"cannot write {path}: {e.strerror or e}")
+            err.errno = e.errno
+            raise err from e
         raise
+    _fsync_dir(path.parent)
 
 
-def save_weights(module_state: dict[str, torch.Tensor], path: Path) -> None:
-    """Model weights as a safetensors file (written atomically)."""
+def save_weights(module_state: dict[str, torch.Tensor], path: Path) -> str:
+    """Model weights as a safetensors file (written atomically); returns the file's sha256."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in module_state.items()}
-    atomic_write_bytes(path, save(tensors))
+    blob = save(tensors)
+    atomic_write_bytes(path, blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message reduced to its first line (for one-line errors)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -50,7 +99,9 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({first_line(e)})"
+        ) from None
 
 
 def save_state(state: dict, path: Path) -> None:
@@ -66,6 +117,94 @@ def load_state(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable dmlkit checkpoint ({e})") from None
+        raise CheckpointError(
+            f"{path} is not a readable dmlkit checkpoint ({first_line(e)})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a dmlkit checkpoint (holds a {type(state).__name__})")
+    return state
+
+
+_NAME = re.compile(r"state-(\d+)(?:-(\d+))?\.pt")
+_OURS = re.compile(r"\.?(state|model)-\d+(-\d+)?\.(pt|safetensors)(\..+)?")  # with temp files
+
+
+class CheckpointFolder:
+    """Checkpoint pairs ``state-<key>.pt`` + ``model-<key>.safetensors`` in one folder.
+
+    ``<key>`` is ``EEEE`` at the end of epoch EEEE, or ``EEEE-BBBBBB`` after BBBBBB batches of
+    epoch EEEE+1 (a mid-epoch checkpoint); keys sort as (epochs done, batches done). The weights
+    are written first and the state, which records their sha256, last: a pair missing a half,
+    or whose weights do not match the recorded hash, is incomplete and ignored.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def files(self, epoch: int, batch: int = 0) -> tuple[Path, Path]:
+        """(state, weights) paths of key ``(epoch, batch)``."""
+        key = f"{epoch:04d}" if batch == 0 else f"{epoch:04d}-{batch:06d}"
+        return self.path / f"state-{key}.pt", self.path / f"model-{key}.safetensors"
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """Keys of the pairs with both files present, oldest first."""
+        found = []
+        for p in self.path.glob("state-*.pt"):
+            m = _NAME.fullmatch(p.name)
+            if m:
+                key = (int(m[1]), int(m[2] or 0))
+                if self.files(*key)[1].is_file():
+                    found.append(key)
+        return sorted(found)
+
+    def save(self, weights: dict[str, torch.Tensor], state: dict, epoch: int,
+             batch: int = 0) -> Path:
+        """Write the pair of key ``(epoch, batch)``; returns the state file's path."""
+        state_path, weights_path = self.files(epoch, batch)
+        digest = save_weights(weights, weights_path)
+        save_state({**state, "weights_sha256": digest}, state_path)
+        return state_path
+
+    def load(self, epoch: int, batch: int = 0) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(state, weights) of one pair; CheckpointError if unreadable or mismatched."""
+        state_path, weights_path = self.files(epoch, batch)
+        state, weights = load_state(state_path), load_weights(weights_path)
+        digest = state.get("weights_sha256")
+        if digest is not None and file_sha256(weights_path) != digest:
+            raise CheckpointError(f"{weights_path} is not the model saved with {state_path.name}")
+        return state, weights
+
+    def load_newest(
+        self, warn: Callable[[str], None]
+    ) -> tuple[Path, dict, dict[str, torch.Tensor]] | None:
+        """The newest readable pair as (state path, state, weights); ``warn(message)`` for each
+        newer pair skipped as unreadable. None when there is no pair; CheckpointError when every
+        pair is unreadable."""
+        keys = self.pairs()
+        for i, key in enumerate(reversed(keys)):
+            try:
+                state, weights = self.load(*key)
+            except CheckpointError as e:
+                if i + 1 == len(keys):
+                    raise CheckpointError(
+                        f"no readable checkpoint in {self.path} ({e}); delete the folder to "
+                        "train from the beginning"
+                    ) from None
+                warn(f"{e}; falling back to the previous checkpoint")
+                continue
+            return self.files(*key)[0], state, weights
+        return None
+
+    def prune(self, keep: int) -> None:
+        """Keep the newest ``keep`` epoch-end pairs and the newest ``keep`` mid-epoch pairs newer
+        than those; delete older pairs, orphaned halves and temp files of interrupted writes."""
+        keys = self.pairs()
+        ends = [k for k in keys if k[1] == 0][-keep:]
+        newest_end = ends[-1] if ends else (-1, 0)
+        mids = [k for k in keys if k[1] > 0 and k > newest_end][-keep:]
+        wanted = {p.name for k in ends + mids for p in self.files(*k)}
+        ours = [p for p in self.path.iterdir() if _OURS.fullmatch(p.name) and p.name not in wanted]
+        for p in sorted(ours, key=lambda p: "model-" in p.name):
+            p.unlink(missing_ok=True)  # states before weights: an interruption leaves no lone state

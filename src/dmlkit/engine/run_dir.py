@@ -57,8 +57,13 @@ class RunDir:
 
     @classmethod
     def create(cls, cfg: Config) -> RunDir:
+        """A new run directory; an existing run is never reused (``name-2``, ``name-3``...)."""
         name = cfg.run.name or f"{cfg.data.name}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = Path(cfg.run.root) / name
+        root = Path(cfg.run.root)
+        path, n = root / name, 1
+        while (path / "config.yaml").exists():
+            n += 1
+            path = root / f"{name}-{n}"
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         config_mod.save(cfg, run.config_path)

@@ -12,6 +12,7 @@ from dmlkit.data.build import build_data
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
+from dmlkit.errors import CheckpointError
 from dmlkit.methods.build import build_method
 from dmlkit.models.embedding_model import build_model
 
@@ -20,10 +21,12 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
     """config -> data -> model -> method -> Trainer.fit -> run directory.
 
     With ``resume`` the run directory's own config is used and training continues from its
-    newest checkpoint.
+    newest complete checkpoint (mid-epoch ones included), exactly where it stopped.
     """
     if resume is not None:
         run = RunDir(Path(resume))
+        if not run.config_path.is_file():
+            raise CheckpointError(f"{resume} is not a run directory (no config.yaml)")
         cfg = config_mod.load(str(run.config_path))
     else:
         run = None

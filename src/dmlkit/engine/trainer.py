@@ -1,9 +1,21 @@
-"""The training loop shared by every method: optimizer, schedule, validation, checkpoints."""
+"""The training loop shared by every method: optimizer, schedule, validation, checkpoints.
+
+Crash safety (docs/crash-safety.md): a checkpoint pair is written at every epoch end and every
+``train.checkpoint_every`` iterations; it holds everything the loop depends on (weights,
+optimizer, scheduler, method state, sampler position, RNG states, partial epoch sums), so a run
+resumed from it continues exactly as if never stopped. SIGINT/SIGTERM finish the current
+iteration, checkpoint and raise `TrainingInterrupted`.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import random
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,16 +26,68 @@ from torch.utils.data import DataLoader
 
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
-from dmlkit.engine.checkpoint import load_state, load_weights, save_state, save_weights
+from dmlkit.engine.checkpoint import (
+    CheckpointFolder,
+    WriteError,
+    atomic_write_bytes,
+    first_line,
+    save_weights,
+)
+from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import seed_everything
-from dmlkit.errors import TrainingError
+from dmlkit.errors import CheckpointError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_embeddings
 from dmlkit.methods.base import Method
 from dmlkit.protocol.run_report import write_run_report
 
 PRIMARY = "map_at_r"
+MAX_LISTED = 100  # skipped steps listed in metrics.json
+
+
+def rng_state() -> dict:
+    """The global RNG states: torch CPU (and CUDA), NumPy, Python ``random``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned (CUDA only when the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                             n["has_gauss"], n["gauss"]))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def _drawn(iterators: list) -> Iterator[tuple]:
+    """One batch of every stream per iteration. A DmlkitError raised in a DataLoader worker
+    comes back with the worker's traceback prepended by torch: keep its own one-line message."""
+    try:
+        yield from zip(*iterators, strict=False)
+    except DmlkitError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1 and "DataLoader worker" in lines[0]:
+            raise type(e)(lines[-1].split(": ", 1)[-1]) from None
+        raise
+
+
+def _empty_epoch() -> dict:
+    """Running sums of the current epoch (saved in mid-epoch checkpoints)."""
+    return {"sums": {}, "steps": 0, "images": 0, "skipped": 0, "seconds": 0.0}
 
 
 def build_optimizer(cfg: Config, model: nn.Module, method: Method) -> torch.optim.Optimizer:
@@ -75,7 +139,11 @@ def evaluate_model(
 
 
 class Trainer:
-    """Runs ``method`` on ``model`` over ``data``, writing everything into ``run``."""
+    """Runs ``method`` on ``model`` over ``data``, writing everything into ``run``.
+
+    Position: ``epoch`` epochs done, plus ``batch`` batches of the next one; ``iteration``
+    counts batches over the whole run (one batch per stream, one ``method.steps`` call).
+    """
 
     def __init__(
         self,
@@ -94,104 +162,216 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         labels = data.splits.train.labels
         self.samplers = method.batch_samplers(labels, cfg.train)
-        self.epoch = 0
+        skipped = getattr(self.samplers.get("class"), "skipped_classes", ())
+        if len(skipped):
+            ids = ", ".join(str(c) for c in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+            self.warn(f"{len(skipped)} training class(es) with a single image are never sampled "
+                      f"(ids {ids})")
+        self.checkpoints = CheckpointFolder(run.checkpoints)
+        self.last_checkpoint: Path | None = None
+        self.epoch, self.batch, self.iteration = 0, 0, 0
+        self.current = _empty_epoch()
+        self.skipped: list[list[int]] = []  # [epoch, iteration] of skipped non-finite steps
         self.best: float = -math.inf
         self.bad_epochs = 0
         self.results: dict = {}
+        self._rng: dict | None = None  # RNG state to restore when the loop continues (resume)
+
+    def warn(self, message: str) -> None:
+        """One line on the console."""
+        self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False,
+                           soft_wrap=True)
 
     # ----------------------------------------------------------------- checkpoints
     def state(self) -> dict:
         return {
             "epoch": self.epoch,
+            "batch": self.batch,
+            "iteration": self.iteration,
+            "current_epoch": self.current,
+            "skipped": self.skipped,
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "method": self.method.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "results": {k: v for k, v in self.results.items() if k == "untrained"},
+            "rng": rng_state(),
+            "results": dict(self.results),
         }
 
-    def save_checkpoint(self) -> None:
-        ckpt = self.run.checkpoints
-        save_weights(self.model.state_dict(), ckpt / f"model-{self.epoch:04d}.safetensors")
-        save_state(self.state(), ckpt / f"state-{self.epoch:04d}.pt")
-        # keep the newest train.keep_checkpoints epochs
-        epochs = sorted(int(p.stem.split("-")[1]) for p in ckpt.glob("state-*.pt"))
-        for old in epochs[: -self.cfg.train.keep_checkpoints]:
-            (ckpt / f"state-{old:04d}.pt").unlink(missing_ok=True)
-            (ckpt / f"model-{old:04d}.safetensors").unlink(missing_ok=True)
+    def save_checkpoint(self) -> Path:
+        """Write the pair of the current position and prune old pairs; returns the state file.
+
+        A failed write (full disk) raises CheckpointError; the previous pair stays intact.
+        """
+        try:
+            path = self.checkpoints.save(self.model.state_dict(), self.state(), self.epoch,
+                                         self.batch)
+        except WriteError as e:
+            raise CheckpointError(
+                f"could not save a checkpoint ({e}); the previous one "
+                f"({self.last_checkpoint or 'none'}) is intact: free space, then "
+                f"dmlkit train --resume {self.run.path}"
+            ) from e
+        self.last_checkpoint = path
+        self.checkpoints.prune(self.cfg.train.keep_checkpoints)
+        return path
 
     def resume(self) -> None:
-        """Continue from the newest complete checkpoint of the run directory."""
-        ckpt = self.run.checkpoints
-        epochs = sorted(int(p.stem.split("-")[1]) for p in ckpt.glob("state-*.pt"))
-        if not epochs:
+        """Continue from the newest complete, readable checkpoint of the run directory."""
+        found = self.checkpoints.load_newest(self.warn)
+        if found is None:
+            self.console.print(f"no checkpoint in {self.run.path} yet: training from the start")
+            self._trim_metrics()
             return
-        e = epochs[-1]
-        state = load_state(ckpt / f"state-{e:04d}.pt")
-        self.model.load_state_dict(load_weights(ckpt / f"model-{e:04d}.safetensors"))
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        path, state, weights = found
+        try:
+            self.model.load_state_dict(weights)
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"] is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(
+                f"{path} does not fit this run's model ({first_line(e)})"
+            ) from None
         self.epoch, self.best, self.bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
+        self.batch = state.get("batch", 0)
+        self.iteration = state.get("iteration", 0)
+        self.current = state.get("current_epoch", _empty_epoch())
+        self.skipped = [list(s) for s in state.get("skipped", [])]
         self.results.update(state["results"])
-        self.console.print(f"resumed {self.run.path} after epoch {e}")
+        self._rng = state.get("rng") or {"torch": state["torch_rng"]}
+        self.last_checkpoint = path
+        self._trim_metrics()
+        where = (f"epoch {self.epoch + 1}, after iteration {self.batch}" if self.batch
+                 else f"after epoch {self.epoch}")
+        self.console.print(f"resumed {self.run.path} from {path.name} ({where})")
+
+    def _trim_metrics(self) -> None:
+        """Drop metrics.csv rows of epochs after the checkpoint (written before a kill)."""
+        path = self.run.path / "metrics.csv"
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        header, body = (rows[0], rows[1:]) if rows else ([], [])
+        if "epoch" not in header:
+            path.unlink()
+            return
+        col = header.index("epoch")
+        keep = [r for r in body if len(r) == len(header) and r[col].isdigit()
+                and int(r[col]) <= self.epoch]
+        if len(keep) < len(body):
+            buf = io.StringIO()
+            csv.writer(buf).writerows([header, *keep])
+            atomic_write_bytes(path, buf.getvalue().encode())
+
+    def _restore_rng(self) -> None:
+        if self._rng is not None:
+            set_rng_state(self._rng)
+            self._rng = None
 
     # ----------------------------------------------------------------- loop
     def _loaders(self) -> dict[str, DataLoader]:
         loaders = {}
         for name, sampler in self.samplers.items():
-            sampler.set_epoch(self.epoch)
+            sampler.set_epoch(self.epoch, self.batch)
             loaders[name] = DataLoader(
-                self.data.train, batch_sampler=sampler, num_workers=self.cfg.data.num_workers
+                self.data.train, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
+                worker_init_fn=ignore_sigint,
             )
         return loaders
 
-    def train_epoch(self, progress: Progress) -> dict[str, float]:
+    def train_epoch(self, progress: Progress, stop: StopOnSignal | None = None) -> dict:
+        """The rest of the current epoch (all of it unless resumed mid-epoch)."""
         self.model.train()
         self.method.train()
+        if self.batch == 0:
+            self.current = _empty_epoch()
+            self._restore_rng()  # an epoch-end state precedes the loaders' seed draws
         loaders = self._loaders()
+        iterators = [iter(loader) for loader in loaders.values()]
+        self._restore_rng()  # a mid-epoch state was taken after them
         n_iter = min(len(s) for s in self.samplers.values())
         task = progress.add_task(f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
-                                 total=n_iter, info="")
-        sums: dict[str, float] = {}
-        n_steps, n_images, t0 = 0, 0, time.perf_counter()
-        for it, batches in enumerate(zip(*loaders.values(), strict=False)):
+                                 total=n_iter, completed=self.batch, info="")
+        cur, every = self.current, self.cfg.train.checkpoint_every
+        t0 = time.perf_counter() - cur["seconds"]
+        for it, streams in enumerate(_drawn(iterators), start=self.batch):
             batches = {
                 name: tuple(t.to(self.device) if torch.is_tensor(t) else t for t in b)
-                for name, b in zip(loaders, batches, strict=True)
+                for name, b in zip(loaders, streams, strict=True)
             }
-            n_images += sum(len(b[0]) for b in batches.values())
+            cur["images"] += sum(len(b[0]) for b in batches.values())
             for losses in self.method.steps(self.model, batches, it):
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    idx = sorted({int(i) for b in batches.values() for i in b[2]})[:20]
-                    raise TrainingError(
-                        f"non-finite loss at epoch {self.epoch + 1}, iteration {it + 1} "
-                        f"(batch samples {idx}...); last good checkpoint: {self.run.checkpoints}"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.cfg.optim.grad_clip_value is not None:
-                    torch.nn.utils.clip_grad_value_(
-                        [p for g in self.optimizer.param_groups for p in g["params"]],
-                        self.cfg.optim.grad_clip_value,
-                    )
-                self.optimizer.step()
-                n_steps += 1
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-            rate = n_images / max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, advance=1,
-                            info=f"loss {sums['loss'] / max(n_steps, 1):.4f}  {rate:.0f} img/s")
-        seconds = time.perf_counter() - t0
-        out = {f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}
-        out["train_seconds"] = seconds
-        out["train_img_per_s"] = n_images / max(seconds, 1e-9)
+                self._step(losses, batches, it)
+            self.batch, self.iteration = it + 1, self.iteration + 1
+            cur["seconds"] = time.perf_counter() - t0
+            mean = cur["sums"].get("loss", math.nan) / max(cur["steps"], 1)
+            progress.update(task, advance=1, info=f"loss {mean:.4f}  "
+                            f"{cur['images'] / max(cur['seconds'], 1e-9):.0f} img/s")
+            if stop is not None and stop.requested is not None:
+                self.save_checkpoint()
+                raise self._interrupted(stop)
+            if every and self.iteration % every == 0 and self.batch < n_iter:
+                self.save_checkpoint()
+        if cur["skipped"] and not cur["steps"]:
+            raise TrainingError(f"every step of epoch {self.epoch + 1} had a non-finite loss or "
+                                f"gradient; last good checkpoint: {self.last_checkpoint}")
+        out = {f"train_{k}": v / max(cur["steps"], 1) for k, v in cur["sums"].items()}
+        out["train_seconds"] = cur["seconds"]
+        out["train_img_per_s"] = cur["images"] / max(cur["seconds"], 1e-9)
+        if self.cfg.train.skip_nonfinite:
+            out["skipped_steps"] = cur["skipped"]
         return out
+
+    def _step(self, losses: dict[str, torch.Tensor], batches: dict, it: int) -> None:
+        """One optimizer step on ``losses["loss"]``, unless it or a gradient is non-finite."""
+        loss = losses["loss"]
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.optimizer.zero_grad(set_to_none=True)
+        bad = None if torch.isfinite(loss) else "loss"
+        if bad is None:
+            loss.backward()
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                bad = "gradient"
+        if bad is not None:
+            where = f"epoch {self.epoch + 1}, iteration {it + 1}"
+            if not self.cfg.train.skip_nonfinite:
+                idx = sorted({int(i) for b in batches.values() for i in b[2]})
+                more = f" and {len(idx) - 20} more" if len(idx) > 20 else ""
+                raise TrainingError(
+                    f"non-finite {bad} at {where} (batch samples {idx[:20]}{more}); last good "
+                    f"checkpoint: {self.last_checkpoint or 'none yet'}; lower optim.lr or set "
+                    "train.skip_nonfinite=true"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.current["skipped"] += 1
+            self.skipped.append([self.epoch + 1, it + 1])
+            self.warn(f"skipped a step with a non-finite {bad} at {where}")
+            return
+        if self.cfg.optim.grad_clip_value is not None:
+            torch.nn.utils.clip_grad_value_(params, self.cfg.optim.grad_clip_value)
+        self.optimizer.step()
+        self.current["steps"] += 1
+        sums = self.current["sums"]
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+
+    def _interrupted(self, stop: StopOnSignal) -> TrainingInterrupted:
+        where = (f"epoch {self.epoch + 1}, iteration {self.batch}" if self.batch
+                 else f"the end of epoch {self.epoch}")
+        return TrainingInterrupted(
+            f"stopped by {stop.name} at {where}; saved {self.last_checkpoint}; continue with: "
+            f"dmlkit train --resume {self.run.path}",
+            stop.requested,
+        )
+
+    def _early_stopped(self) -> bool:
+        patience = self.cfg.train.patience
+        return patience is not None and self.bad_epochs >= patience
 
     def fit(self) -> dict:
         """Train for ``train.epochs``; returns and writes ``metrics.json``."""
@@ -203,19 +383,21 @@ class Trainer:
                                                        self.device)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            while self.epoch < cfg.train.epochs:
-                row = {"epoch": self.epoch + 1, **self.train_epoch(progress)}
+        with StopOnSignal() as stop, Progress(*columns, console=self.console,
+                                              transient=False) as progress:
+            while self.epoch < cfg.train.epochs and not self._early_stopped():
+                row = {"epoch": self.epoch + 1, **self.train_epoch(progress, stop)}
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
                 row.update({f"method_{k}": v for k, v in self.method.logs().items()})
-                self.epoch += 1
-                stop = self._validate(row)
+                self.epoch, self.batch = self.epoch + 1, 0
+                self._validate(row)
                 self._step_scheduler(row)
                 self.run.append_metrics(row)
                 self.save_checkpoint()
-                if stop:
+                if stop.requested is not None:
+                    raise self._interrupted(stop)
+                if self._early_stopped():
                     self.console.print(f"early stop after epoch {self.epoch}")
-                    break
         save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
         self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device)
         retrieval = self.model.retrieval
@@ -227,15 +409,18 @@ class Trainer:
         finally:
             self.model.retrieval = retrieval
         self.results["epochs_trained"] = self.epoch
+        if cfg.train.skip_nonfinite:
+            self.results["skipped_nonfinite"] = {"count": len(self.skipped),
+                                                 "at": self.skipped[:MAX_LISTED]}
         self.results["method"] = self.method.summary()
         self.run.write_json("metrics.json", self.results)
         write_run_report(self.run.path)
         return self.results
 
-    def _validate(self, row: dict) -> bool:
+    def _validate(self, row: dict) -> None:
         cfg = self.cfg.train
         if self.data.val is None or not cfg.eval_every or self.epoch % cfg.eval_every:
-            return False
+            return
         val = evaluate_model(self.model, self.data.val, self.cfg, self.device)
         row.update({f"val_{k}": v for k, v in val.items()})
         score = val.get(PRIMARY, float("nan"))
@@ -245,7 +430,6 @@ class Trainer:
             self.results["best_val"] = {"epoch": self.epoch, **val}
         else:
             self.bad_epochs += 1
-        return cfg.patience is not None and self.bad_epochs >= cfg.patience
 
     def _step_scheduler(self, row: dict) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

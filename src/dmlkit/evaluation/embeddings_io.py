@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 from safetensors import SafetensorError
@@ -85,8 +86,10 @@ def _validated(
         )
     if labels.ndim != 1 or len(labels) != len(emb):
         raise EvaluationError(f"{path}: {len(emb)} embeddings but labels of shape {labels.shape}")
+    with np.errstate(over="ignore"):
+        emb = emb.astype(np.float32)
     if not np.isfinite(emb).all():
-        raise EvaluationError(f"{path}: embeddings contain NaN or infinite values")
+        raise EvaluationError(f"{path}: embeddings contain NaN or infinite values (as float32)")
     if labels.dtype.kind == "f" and not (np.isfinite(labels).all() and (labels % 1 == 0).all()):
         raise EvaluationError(f"{path}: labels must be integers")
     extra = {}
@@ -96,7 +99,7 @@ def _validated(
             if flag.shape != labels.shape or not np.isin(flag, (0, 1)).all():
                 raise EvaluationError(f"{path}: {key} must be {len(labels)} booleans (0/1)")
             extra[key] = flag.astype(bool)
-    return emb.astype(np.float32), labels.astype(np.int64), extra
+    return emb, labels.astype(np.int64), extra
 
 
 def load_embeddings(
@@ -123,6 +126,7 @@ def load_embeddings(
         raise EvaluationError(f"{path}: a separate labels file is only used with .npy")
     try:
         arrays = reader()
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SafetensorError) as err:
+    except (ValueError, OSError, EOFError, SyntaxError, TokenError, MemoryError,
+            zipfile.BadZipFile, SafetensorError) as err:  # Syntax/TokenError: a damaged .npy header
         raise EvaluationError(f"{path}: cannot read ({err})") from None
     return _validated(arrays, path)

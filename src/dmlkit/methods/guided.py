@@ -14,6 +14,7 @@ run instead (embedding-level distillation).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -43,6 +44,17 @@ from dmlkit.methods.metric import MetricMethod
 from dmlkit.models.multi_branch_master import MultiBranchMaster
 
 
+def training_set_key(catalog) -> str:
+    """sha256 of a training set's identity: dataset name, labels and images (or file paths)."""
+    h = hashlib.sha256(catalog.name.encode())
+    h.update(np.ascontiguousarray(catalog.labels).tobytes())
+    if catalog.images is not None:
+        h.update(np.ascontiguousarray(catalog.images).tobytes())
+    else:
+        h.update("\n".join(map(str, catalog.paths)).encode())
+    return h.hexdigest()
+
+
 class GuidedMethod(MetricMethod):
     """The student stage; ``prepare`` trains (or loads) the teacher and caches its targets."""
 
@@ -68,9 +80,11 @@ class GuidedMethod(MetricMethod):
         return super().param_groups(lr, weight_decay) if self.cfg.metric_weight > 0 else []
 
     # ------------------------------------------------------------------ stage one
-    def master_config(self, in_channels: int, image_size: tuple[int, int]) -> dict:
+    def master_config(self, in_channels: int, image_size: tuple[int, int],
+                      data_key: str = "") -> dict:
+        """Everything the master's weights depend on (its cache key), the training set included."""
         c = self.cfg
-        return {"classes": self.classes.tolist(), "in_channels": in_channels,
+        return {"data": data_key, "classes": self.classes.tolist(), "in_channels": in_channels,
                 "image_size": list(image_size), "out_dim": self.dim, "epochs": c.master_epochs,
                 "lr": c.master_lr, "margin": c.master_margin, "beta": c.master_beta,
                 "batch_size": c.master_batch_size, "raw_pixels": c.master_raw_pixels,
@@ -125,7 +139,8 @@ class GuidedMethod(MetricMethod):
                 raw = build_transform("raw255", False, data.image_size, data.in_channels)
                 dataset = ImageDataset(data.splits.train, raw)
             shape = dataset[0][0].shape
-            master_cfg = self.master_config(int(shape[0]), (int(shape[1]), int(shape[2])))
+            master_cfg = self.master_config(int(shape[0]), (int(shape[1]), int(shape[2])),
+                                            training_set_key(data.splits.train))
             t0 = time.perf_counter()
             master = self._load_or_train_master(dataset, labels, master_cfg, run_dir, device)
             t1 = time.perf_counter()

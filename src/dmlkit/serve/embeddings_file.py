@@ -14,6 +14,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 import torch
@@ -97,6 +98,7 @@ def load_embeddings_file(path: str | Path) -> EmbeddingsFile:
     try:
         tensors, paths, meta = read(path)
         return EmbeddingsFile(tensors["embeddings"], paths, tensors.get("labels"), meta)
-    except (DataError, SafetensorError, OSError, ValueError, KeyError, TypeError,
-            zipfile.BadZipFile) as e:
+    except (DataError, SafetensorError, OSError, EOFError, ValueError, KeyError, TypeError,
+            SyntaxError, TokenError, MemoryError, RecursionError, zipfile.BadZipFile) as e:
+        # Syntax/TokenError: a damaged .npy header in the .npz; RecursionError: nested JSON
         raise DataError(f"{path} is not a readable dmlkit embeddings file ({e})") from None

@@ -1,0 +1,54 @@
+"""``dmlkit benchmark``: the fair comparison protocol (folds, search, final, report) in one
+command; see docs/protocol.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def benchmark(
+    config: Annotated[str, typer.Argument(help="benchmark YAML file, or a shipped one by name")],
+    stage: Annotated[str, typer.Option(help="all, search, final or report")] = "all",
+    storage: Annotated[str | None, typer.Option(
+        help="study database URL (default: SQLite in the output folder), e.g. "
+             "postgresql://user:pass@host/db to share the search between machines")] = None,
+    worker: Annotated[int, typer.Option(
+        help="this machine's number when several share a study (seeds its sampler)")] = 0,
+    output: Annotated[Path | None, typer.Option(
+        help="output folder (overrides the file's)")] = None,
+):
+    """Search, retrain and test every method of CONFIG; writes results.json and a report.
+
+    Re-running continues: finished trials and finished fold runs are reused.
+    """
+    from dmlkit.engine.interrupt import TrainingInterrupted
+    from dmlkit.errors import ConfigError
+    from dmlkit.protocol.benchmark import run_benchmark
+    from dmlkit.protocol.benchmark_config import load_benchmark_config
+
+    if stage not in ("all", "search", "final", "report"):
+        raise ConfigError(f"--stage must be all, search, final or report, not {stage!r}")
+    bench = load_benchmark_config(config)
+    if output is not None:
+        bench = bench.model_copy(update={"output": str(output)})
+    try:
+        out = run_benchmark(bench, stage, storage, worker, console)  # type: ignore[arg-type]
+    except TrainingInterrupted as e:  # the run is checkpointed; the benchmark resumes as a whole
+        raise TrainingInterrupted(f"{e} (or re-run this benchmark command: finished trials and "
+                                  "runs are reused)", e.signum) from None
+    if stage == "search":
+        console.print(f"search finished; studies in {storage or bench.storage_url}")
+    else:
+        folder = Path(bench.report.folder or out)
+        console.print(f"report: {folder / 'report.md'} and {folder / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``benchmark`` command to ``app``."""
+    app.command()(benchmark)

@@ -1,0 +1,211 @@
+"""`run_benchmark`: each method of a benchmark file through search, final and report.
+
+1. **search**: an Optuna study per method over its declared space; a trial trains one run per
+   class-disjoint fold (``data.folds``/``data.fold``, ``train.seed=0``) and scores the mean of
+   the runs' best validation MAP@R (early stopping: ``train.patience``).
+2. **final**: the best trial's configuration is trained on every fold once per seed
+   (``train.seed = 0..seeds-1``) and its (validation-selected) fold models are evaluated on
+   the test classes, separated and concatenated (`dmlkit.protocol.final`).
+3. **report**: ``results.json``, ``report.md`` and ``report.html`` in the output folder.
+
+Every run directory is named by its fold and a hash of its configuration
+(``<output>/<method>/fold<k>-<hash>``): a run whose ``metrics.json`` exists is reused
+(a resumed study, or the final seed 0, which is the best trial's own runs), and a run that
+was cut short resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from rich.console import Console
+
+from dmlkit import config as config_mod
+from dmlkit.config import Config
+from dmlkit.engine.checkpoint import save_weights
+from dmlkit.engine.run_dir import RunDir, environment
+from dmlkit.engine.train import train
+from dmlkit.errors import ConfigError, TrainingError
+from dmlkit.protocol.benchmark_config import BenchmarkConfig
+from dmlkit.protocol.final import EMBEDDINGS, evaluate_fold_models, summarize
+from dmlkit.protocol.search import cross_validation_objective, open_study, optimize
+
+Stage = Literal["all", "search", "final", "report"]
+RESULTS = "results.json"
+SEARCH_SEED = 0
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the configuration without its ``run`` section (where it is written)."""
+    blob = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "run"}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"a.b.c": value}``; parameter dicts stay whole values.
+
+    >>> dotted({"train": {"epochs": 2}, "method": {"loss": {"params": {"margin": 0.1}}}})
+    {'train.epochs': 2, 'method.loss.params': {'margin': 0.1}}
+    """
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        whole = k.endswith("params") or k == "options"
+        if isinstance(v, dict) and v and not whole:
+            out.update(dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def method_config(
+    bench: BenchmarkConfig, method: str, params: dict[str, Any], fold: int, seed: int
+) -> Config:
+    """The run config of ``method`` with searched ``params`` on ``fold`` with ``seed``.
+
+    Precedence: method preset < ``budget`` preset < benchmark ``set`` < method ``overrides``
+    < ``params`` < protocol keys.
+    """
+    spec = bench.methods[method]
+    budget = dotted(config_mod.load_raw(bench.budget)) if bench.budget else {}
+    keys = {**budget, **bench.set, **spec.overrides, **params,
+            "data.folds": bench.folds, "data.fold": fold, "data.val_fraction": 0.0,
+            "train.seed": seed, "run.root": str(Path(bench.output) / method)}
+    cfg = config_mod.load(spec.preset, [f"{k}={json.dumps(v)}" for k, v in keys.items()])
+    cfg.run.name = f"fold{fold}-{config_hash(cfg)[:12]}"
+    return cfg
+
+
+def run_or_reuse(cfg: Config, console: Console | None = None) -> RunDir:
+    """The finished run of ``cfg``: reused if done, resumed if cut short, else trained."""
+    path = Path(cfg.run.root) / cfg.run.name
+    if (path / "metrics.json").is_file():
+        return RunDir(path)
+    if (path / "config.yaml").is_file():
+        return train(None, resume=path, console=console)
+    return train(cfg, console=console)
+
+
+def validation_score(run: RunDir) -> float:
+    """The run's best validation MAP@R (the search objective of one fold)."""
+    best = run.read_json("metrics.json").get("best_val") or {}
+    if best.get("map_at_r") is None:
+        raise TrainingError(f"{run.path}: no finite validation MAP@R")
+    return float(best["map_at_r"])
+
+
+def search_method(
+    bench: BenchmarkConfig, method: str, storage: str, worker: int = 0,
+    console: Console | None = None,
+) -> optuna.Study:
+    """Run (or continue) the method's study until ``bench.trials`` trials have finished."""
+    spec = bench.methods[method]
+    if method_config(bench, method, {}, 0, SEARCH_SEED).train.eval_every < 1:
+        raise ConfigError(f"method {method}: the search needs validation (train.eval_every >= 1)")
+    study = open_study(f"{bench.name}/{method}", storage, bench.sampler, bench.seed, worker,
+                       bench.prune_after, bench.startup_trials)
+
+    def score_fold(params: dict[str, Any], fold: int) -> float:
+        return validation_score(
+            run_or_reuse(method_config(bench, method, params, fold, SEARCH_SEED), console))
+
+    objective = cross_validation_objective(score_fold, bench.folds, spec.search)
+    # without a search space every trial is the same configuration: one is enough
+    optimize(study, objective, bench.trials if spec.search else 1, spec.search)
+    return study
+
+
+def study_summary(study: optuna.Study) -> dict[str, Any]:
+    """Counts, best trial, and every trial's state, value, parameters and fold scores."""
+    trials = study.get_trials(deepcopy=False)
+    history = [{"number": t.number, "state": t.state.name, "value": t.value,
+                "params": t.params, "fold_scores": t.user_attrs.get("fold_scores", []),
+                "seconds": t.duration.total_seconds() if t.duration else None}
+               for t in trials]
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    return {"counts": counts, "best_trial": None if best is None else best.number,
+            "best_value": None if best is None else best.value,
+            "best_params": None if best is None else best.params, "trials": history}
+
+
+def final_method(
+    bench: BenchmarkConfig, method: str, study: optuna.Study, console: Console | None = None
+) -> dict[str, Any]:
+    """Retrain the best trial's configuration per fold and seed; evaluate on the test classes.
+
+    Writes the concatenated test embeddings of seed 0 to ``<output>/<method>/`` (for the
+    report's map and gallery).
+    """
+    try:
+        params = study.best_trial.params
+    except ValueError:
+        raise TrainingError(f"method {method}: no search trial completed (not run, or all "
+                            "pruned or failed); see the study in the benchmark's storage"
+                            ) from None
+    t0 = time.perf_counter()
+    seeds = []
+    for seed in range(bench.seeds):
+        runs = [run_or_reuse(method_config(bench, method, params, k, seed), console)
+                for k in range(bench.folds)]
+        result, test = evaluate_fold_models([r.path for r in runs])
+        if seed == 0:
+            out = Path(bench.output) / method / EMBEDDINGS
+            save_weights({"embeddings": test["embeddings"], "labels": test["labels"]}, out)
+        seeds.append({"seed": seed, "runs": [str(r.path) for r in runs], **result})
+    return {"params": params, "seeds": seeds, "summary": summarize(seeds),
+            "seconds": time.perf_counter() - t0}
+
+
+def run_benchmark(
+    bench: BenchmarkConfig,
+    stage: Stage = "all",
+    storage: str | None = None,
+    worker: int = 0,
+    console: Console | None = None,
+) -> Path:
+    """Search and/or final for every method, then the report (in ``bench.report.folder``,
+    default the output folder); returns the output folder.
+
+    ``storage`` overrides ``bench.storage`` (default: ``<output>/optuna.db``). ``stage``:
+    ``search`` only fills the studies (several machines can share one storage), ``final``
+    needs finished studies, ``report`` rewrites the report from ``results.json``.
+    """
+    from dmlkit.protocol.report import write_report
+
+    out = Path(bench.output)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or bench.storage_url
+    results_path = out / RESULTS
+    if stage != "report":
+        methods = {}
+        for name, spec in bench.methods.items():
+            if stage == "final":
+                study = open_study(f"{bench.name}/{name}", url, bench.sampler, bench.seed,
+                                   worker, bench.prune_after, bench.startup_trials)
+            else:
+                study = search_method(bench, name, url, worker, console)
+            if stage == "search":
+                continue
+            dataset = method_config(bench, name, {}, 0, SEARCH_SEED).data.name
+            methods[name] = {"preset": spec.preset, "dataset": dataset,
+                             "overrides": spec.overrides,
+                             "search_space": {k: v.model_dump() for k, v in spec.search.items()},
+                             "search": study_summary(study),
+                             "final": final_method(bench, name, study, console)}
+        if stage == "search":
+            return out
+        results = {"benchmark": bench.model_dump(mode="json"),
+                   "environment": environment(bench.seed), "methods": methods}
+        results_path.write_text(json.dumps(results, indent=2))
+    if not results_path.is_file():
+        raise ConfigError(f"{results_path} does not exist: run the final stage first")
+    write_report(Path(bench.report.folder or out), json.loads(results_path.read_text()))
+    return out

@@ -1,0 +1,105 @@
+"""Test evaluation of the K fold models of one configuration (MLRC's two readings).
+
+- **separated**: each fold model embeds the test set on its own and is evaluated alone; the
+  report gives the mean and 95% CI over all models (K folds x seeds).
+- **concatenated**: the K embeddings of one seed are L2-normalized and concatenated,
+  ``z = [f_1/||f_1||, ..., f_K/||f_K||]`` (K x d dims), and evaluated as one embedding; the
+  report gives the mean and 95% CI over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dmlkit.config import EvalConfig
+from dmlkit.engine.seed import resolve_device
+from dmlkit.evaluation import concatenate_normalized, evaluate
+from dmlkit.evaluation.extract import extract_embeddings
+from dmlkit.protocol.aggregate import mean_ci
+from dmlkit.serve.load import load_run
+
+EMBEDDINGS = "test-embeddings-seed0.safetensors"  # per method: concatenated seed-0 test queries
+
+
+def eval_options(e: EvalConfig) -> dict[str, Any]:
+    """`evaluate` options of a run's eval config (the metrics the trainer reports)."""
+    metrics = ["precision_at_1", "recall_at_k", "r_precision", "map_at_r"]
+    return {"recall_ks": tuple(e.recall_ks), "distance": e.distance, "normalize": e.normalize,
+            "metrics": metrics + (["nmi", "ami"] if e.nmi else [])}
+
+
+def ensemble_metrics(
+    queries: Sequence[torch.Tensor],
+    query_labels: Any,
+    references: Sequence[torch.Tensor] | None = None,
+    reference_labels: Any = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """{"separated": [metrics of model i], "concatenated": metrics of the normalized concat}.
+
+    ``queries[i]`` (and ``references[i]``) are model i's embeddings of the same items;
+    ``options`` go to `evaluate`.
+    """
+    refs = list(references) if references is not None else [None] * len(queries)
+    separated = [evaluate(q, query_labels, r, reference_labels, **options)
+                 for q, r in zip(queries, refs, strict=True)]
+    concat_r = None if references is None else concatenate_normalized(references)
+    concatenated = evaluate(concatenate_normalized(queries), query_labels, concat_r,
+                            reference_labels, **options)
+    return {"separated": separated, "concatenated": concatenated}
+
+
+def best_weights(run_dir: Path) -> str:
+    """The validation-selected weights when the run validated, else its final weights."""
+    return "best.safetensors" if (Path(run_dir) / "best.safetensors").is_file() \
+        else "model.safetensors"
+
+
+def evaluate_fold_models(run_dirs: Sequence[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`ensemble_metrics` of the runs' (best) models on the test split of the first run.
+
+    Also returns the concatenated test query embeddings and labels (for the report's figures).
+    """
+    loaded = [load_run(p, best_weights(p)) for p in run_dirs]
+    cfg = loaded[0].cfg
+    test = loaded[0].data.test
+    device = resolve_device(cfg.train.device)
+    e = cfg.eval
+
+    def embed(model, dataset):
+        return extract_embeddings(model.to(device), dataset, e.batch_size, device,
+                                  cfg.data.num_workers, e.bn_train_mode)
+
+    queries, references = [], []
+    for run in loaded:
+        q, q_labels = embed(run.model, test.query)
+        queries.append(q)
+        if test.reference is not None:
+            r, r_labels = embed(run.model, test.reference)
+            references.append(r)
+    result = ensemble_metrics(
+        queries, q_labels, references or None,
+        r_labels if test.reference is not None else None, **eval_options(e),
+    )
+    return result, {"embeddings": concatenate_normalized(queries), "labels": q_labels}
+
+
+def summarize(seed_results: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """{"separated" | "concatenated": {metric: [mean, 95% CI half-width]}}.
+
+    Separated pools every fold model of every seed; concatenated has one value per seed.
+    """
+    pools = {
+        "separated": [m for r in seed_results for m in r["separated"]],
+        "concatenated": [r["concatenated"] for r in seed_results],
+    }
+    out: dict[str, dict[str, list[float]]] = {}
+    for mode, rows in pools.items():
+        keys = [k for k, v in rows[0].items() if isinstance(v, float | int)]
+        out[mode] = {k: list(mean_ci([float(r[k]) for r in rows])) for k in keys}
+    return out
+

@@ -1,0 +1,178 @@
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from dmlkit.cli.app import app
+from dmlkit.engine.checkpoint import load_weights
+from dmlkit.engine.run_dir import RunDir
+from dmlkit.errors import ConfigError
+from dmlkit.evaluation import evaluate
+from dmlkit.evaluation.extract import extract_embeddings
+from dmlkit.protocol import benchmark as bm
+from dmlkit.protocol.aggregate import mean_ci
+from dmlkit.protocol.benchmark_config import (
+    BenchmarkConfig,
+    benchmark_names,
+    load_benchmark_config,
+)
+from dmlkit.protocol.final import EMBEDDINGS, eval_options
+from dmlkit.serve.load import load_run
+
+
+@pytest.fixture(autouse=True)
+def quiet_optuna():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def tiny(tmp_path, **changes):
+    data = {
+        "name": "tiny", "output": str(tmp_path / "bench"), "folds": 2, "seeds": 2, "trials": 2,
+        "prune_after": None,
+        "set": {"train.m_per_class": 12, "train.epochs": 2, "train.batches_per_epoch": 3,
+                "eval.nmi": False},
+        "methods": {"triplet": {
+            "preset": "digits-smoke",
+            "search": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}},
+        "report": {"map_points": 40, "gallery_queries": 2, "gallery_k": 3},
+    }
+    return BenchmarkConfig.model_validate({**data, **changes})
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count the runs actually trained (not reused)."""
+    calls = []
+
+    def counting(cfg, resume=None, console=None):
+        calls.append(resume if cfg is None else cfg.run.name)
+        return train(cfg, resume=resume, console=console)
+
+    train = bm.train
+    monkeypatch.setattr(bm, "train", counting)
+    return calls
+
+
+def test_fold_configs_apply_protocol_keys_in_order(tmp_path):
+    bench = tiny(tmp_path, budget="fashion-mnist-cv",
+                 set={"train.epochs": 1, "train.batch_size": 48})
+    bench.methods["triplet"].overrides["train.batch_size"] = 36
+    cfg = bm.method_config(bench, "triplet", {"optim.lr": 0.005}, 1, 3)
+    assert cfg.data.name == "fashion-mnist"  # budget over the method's preset
+    assert cfg.train.epochs == 1 and cfg.train.batch_size == 36  # set < method overrides
+    assert cfg.optim.lr == 0.005 and cfg.data.folds == 2 and cfg.data.fold == 1
+    assert cfg.train.seed == 3 and cfg.data.val_fraction == 0.0
+    assert cfg.run.name == f"fold1-{bm.config_hash(cfg)[:12]}"
+    other = bm.method_config(bench, "triplet", {"optim.lr": 0.004}, 1, 3)
+    assert other.run.name != cfg.run.name and other.run.root == cfg.run.root
+
+
+def test_interrupted_study_resumes_and_final_reuses_search_runs(tmp_path, counted):
+    out = tmp_path / "bench"
+    bm.run_benchmark(tiny(tmp_path, trials=1), stage="search")
+    assert len(counted) == 2  # one trial, two folds
+    bench = tiny(tmp_path)
+    bm.run_benchmark(bench, stage="search")
+    assert len(counted) == 4  # only the one new trial ran
+    study = optuna.load_study(study_name="tiny/triplet", storage=bench.storage_url)
+    assert len(study.trials) == 2
+
+    counted.clear()
+    bm.run_benchmark(bench)  # search has nothing left; final trains seed 1 only
+    assert len(counted) == 2 and all(n.startswith("fold") for n in counted)
+    results = json.loads((out / "results.json").read_text())
+    r = results["methods"]["triplet"]
+    best = study.best_trial
+    assert r["search"]["best_trial"] == best.number and r["final"]["params"] == best.params
+    seed0 = r["final"]["seeds"][0]["runs"]
+    assert seed0 == [str(out / "triplet" / bm.method_config(bench, "triplet", best.params, k,
+                                                                0).run.name) for k in (0, 1)]
+    assert best.value == pytest.approx(
+        sum(bm.validation_score(RunDir(Path(p))) for p in seed0) / 2)
+
+    # separated: every fold model alone; concatenated: the normalized embeddings side by side
+    embs = []
+    for k, path in enumerate(seed0):
+        run = load_run(path, "best.safetensors")
+        assert r["final"]["seeds"][0]["separated"][k] == pytest.approx(run.evaluate_test())
+        q, labels = extract_embeddings(run.model, run.data.test.query)
+        embs.append(F.normalize(q, dim=1))
+    options = eval_options(run.cfg.eval)
+    assert r["final"]["seeds"][0]["concatenated"] == pytest.approx(
+        evaluate(torch.cat(embs, 1), labels, **options))
+    summary = r["final"]["summary"]
+    models = [m["map_at_r"] for s in r["final"]["seeds"] for m in s["separated"]]
+    assert len(models) == 4
+    assert summary["separated"]["map_at_r"] == pytest.approx(list(mean_ci(models)))
+    concat = [s["concatenated"]["map_at_r"] for s in r["final"]["seeds"]]
+    assert summary["concatenated"]["map_at_r"] == pytest.approx(list(mean_ci(concat)))
+    saved = load_weights(out / "triplet" / EMBEDDINGS)
+    assert torch.allclose(saved["embeddings"], torch.cat(embs, 1), atol=1e-6)
+
+    for name in ("report.md", "report.html", "figures/learning-curves.png",
+                 "figures/embedding-map.png", "figures/gallery-triplet.png"):
+        assert (out / name).stat().st_size > 500
+    assert "| triplet |" in (out / "report.md").read_text()
+
+    counted.clear()  # the CLI re-runs nothing and rewrites the report
+    (out / "report.md").unlink()
+    result = CliRunner().invoke(app, ["benchmark", str(_write(tmp_path, bench)),
+                                      "--stage", "report"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").is_file() and counted == []
+
+
+def _write(tmp_path, bench):
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(bench.model_dump(mode="json")))  # JSON is YAML
+    return path
+
+
+def test_cut_short_run_resumes_from_its_checkpoint(tmp_path, counted):
+    cfg = bm.method_config(tiny(tmp_path), "triplet", {"optim.lr": 1e-3}, 0, 0)
+    run = bm.run_or_reuse(cfg)
+    full = run.read_json("metrics.json")
+    (run.path / "metrics.json").unlink()
+    for name in ("state-0002.pt", "model-0002.safetensors"):
+        (run.checkpoints / name).unlink()
+    again = bm.run_or_reuse(cfg)
+    assert counted == [cfg.run.name, run.path]  # trained, then resumed (not restarted)
+    assert again.read_json("metrics.json")["best_val"] == full["best_val"]
+    assert bm.run_or_reuse(cfg).path == run.path and len(counted) == 2
+
+
+def test_search_without_validation_is_a_config_error(tmp_path):
+    bench = tiny(tmp_path, set={"train.eval_every": 0})
+    with pytest.raises(ConfigError, match="eval_every"):
+        bm.run_benchmark(bench, stage="search")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"methods": {"a/b": {"preset": "digits-smoke"}}}, "method names"),
+    ({"methods": {}}, "methods"),
+    ({"folds": 1}, "folds"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+])
+def test_bad_benchmark_files_are_config_errors(tmp_path, change, message):
+    path = tmp_path / "b.yaml"
+    data = tiny(tmp_path).model_dump(mode="json") | change
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=message):
+        load_benchmark_config(str(path))
+
+
+def test_shipped_benchmarks_load_and_resolve(tmp_path):
+    assert "fashion-mnist-cpu" in benchmark_names()
+    with pytest.raises(ConfigError, match="fashion-mnist-cpu"):
+        load_benchmark_config("no-such-benchmark")
+    bench = load_benchmark_config("fashion-mnist-cpu")
+    assert len(bench.methods) == 7 and bench.budget == "fashion-mnist-cv"
+    for name, spec in bench.methods.items():  # every method's fold config validates
+        cfg = bm.method_config(bench, name, {}, 1, 0)
+        assert cfg.data.name == "fashion-mnist" and cfg.data.protocol == "zero_shot"
+        assert cfg.train.batch_size // cfg.train.m_per_class <= 2  # a fold trains on 2 classes
+        assert set(spec.search) >= {"optim.lr"}
