@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from dmlkit.data.epoch_sampler import EpochBatchSampler
 from dmlkit.errors import ConfigError, DataError
 
 
-class MPerClassBatchSampler:
+class MPerClassBatchSampler(EpochBatchSampler):
     """A torch ``batch_sampler`` yielding index lists of ``batch_size // m`` classes x ``m`` images.
 
     Epoch semantics: an epoch is ``batches_per_epoch`` batches (default
@@ -56,17 +57,6 @@ class MPerClassBatchSampler:
             raise ConfigError(f"batch_size {batch_size} not divisible by {world_size} ranks")
         self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = batches_per_epoch or max(1, len(self.labels) // batch_size)
-        self.epoch = 0
-        self.start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select epoch ``epoch``'s stream; the next iteration starts at batch ``start_batch``."""
-        if epoch < 0 or not 0 <= start_batch <= len(self):
-            raise ConfigError(
-                f"set_epoch({epoch}, start_batch={start_batch}): need epoch >= 0 and "
-                f"0 <= start_batch <= {len(self)}"
-            )
-        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return self.batches_per_epoch

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from dmlkit.errors import ConfigError, DataError
+from dmlkit.data.epoch_sampler import EpochBatchSampler
+from dmlkit.errors import DataError
 
 
-class RandomBatchSampler:
+class RandomBatchSampler(EpochBatchSampler):
     """A torch ``batch_sampler``: epoch ``e`` is ``permutation(seed, e)`` cut into full batches.
 
     The stream is a pure function of ``(seed, epoch)``; call ``set_epoch(epoch, start_batch)``
@@ -24,17 +25,6 @@ class RandomBatchSampler:
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.batches_per_epoch = min(batches_per_epoch or num_samples // batch_size,
                                      num_samples // batch_size)
-        self.epoch = 0
-        self.start_batch = 0
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select epoch ``epoch``'s stream; the next iteration starts at batch ``start_batch``."""
-        if epoch < 0 or not 0 <= start_batch <= len(self):
-            raise ConfigError(
-                f"set_epoch({epoch}, start_batch={start_batch}): need epoch >= 0 and "
-                f"0 <= start_batch <= {len(self)}"
-            )
-        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return self.batches_per_epoch

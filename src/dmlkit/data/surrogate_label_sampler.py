@@ -15,10 +15,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from dmlkit.data.epoch_sampler import EpochBatchSampler
 from dmlkit.errors import CheckpointError, ConfigError
 
 
-class SurrogateLabelBatchSampler:
+class SurrogateLabelBatchSampler(EpochBatchSampler):
     """A torch ``batch_sampler`` yielding lists of dataset indices; labels come from the sampler.
 
     The stream is a pure function of ``(seed, epoch)``. ``surrogate_labels(batch_idx)`` returns
@@ -99,22 +100,11 @@ class SurrogateLabelBatchSampler:
             raise ConfigError(f"seed must be >= 0, got {seed}")
         self.num_samples, self.batch_size, self.m = num_samples, batch_size, m
         self.num_surrogate_labels, self.seed, self.drop_last = num_surrogate_labels, seed, drop_last
-        self.epoch = 0
-        self.start_batch = 0
         self._plan_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
         return full + int(rest > 0 and not self.drop_last)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select epoch ``epoch``'s stream; the next iteration starts at batch ``start_batch``."""
-        if epoch < 0 or not 0 <= start_batch <= len(self):
-            raise ConfigError(
-                f"set_epoch({epoch}, start_batch={start_batch}): need epoch >= 0 and "
-                f"0 <= start_batch <= {len(self)}"
-            )
-        self.epoch, self.start_batch = epoch, start_batch
 
     def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Epoch ``epoch``'s indices (batches x batch_size) and block labels (batches x blocks)."""
