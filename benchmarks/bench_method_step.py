@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,6 +33,8 @@ def make_arm(preset: str, overrides: list[str], data):
     method = build_method(cfg, data.splits.train.classes)
     model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
     opt = build_optimizer(cfg, model, method)
+    with tempfile.TemporaryDirectory() as run_dir:  # stage-one work (Guided DML's targets)
+        method.prepare(model, data, Path(run_dir), torch.device("cpu"))
     samplers = method.batch_samplers(data.splits.train.labels, cfg.train)
     return cfg, model, method, opt, samplers
 
