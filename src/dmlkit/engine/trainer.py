@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from dmlkit.engine.checkpoint import (
 )
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
 from dmlkit.engine.run_dir import RunDir
-from dmlkit.engine.seed import seed_everything
+from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
 from dmlkit.errors import CheckpointError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_embeddings
@@ -44,33 +43,6 @@ from dmlkit.protocol.run_report import write_run_report
 
 PRIMARY = "map_at_r"
 MAX_LISTED = 100  # skipped steps listed in metrics.json
-
-
-def rng_state() -> dict:
-    """The global RNG states: torch CPU (and CUDA), NumPy, Python ``random``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` returned (CUDA only when the device count matches)."""
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    if "numpy" in state:
-        n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                             n["has_gauss"], n["gauss"]))
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
 
 
 def _drawn(iterators: list) -> Iterator[tuple]:
