@@ -1,0 +1,59 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dmlkit.config import ModelConfig
+from dmlkit.errors import ConfigError
+from dmlkit.models.backbones import build_backbone
+from dmlkit.models.embedding_model import build_model
+from dmlkit.models.heads import EmbeddingHead
+
+
+@pytest.mark.parametrize("name,channels,size", [
+    ("small_cnn", 1, 28), ("small_cnn", 3, 32), ("resnet18", 1, 32), ("resnet18_cifar", 3, 32),
+    ("timm:resnet18", 3, 32),
+])
+def test_backbones_give_feature_vectors(name, channels, size):
+    net = build_backbone(name, channels).eval()
+    out = net(torch.randn(2, channels, size, size))
+    assert out.shape == (2, net.feature_dim)
+
+
+def test_unknown_backbone_and_pretrained_small_cnn():
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        build_backbone("vgg", 3)
+    with pytest.raises(ConfigError, match="no pretrained"):
+        build_backbone("small_cnn", 1, pretrained=True)
+
+
+def test_head_output_modes():
+    x = torch.randn(6, 16)
+    l2 = EmbeddingHead(16, 8, "l2")
+    assert torch.allclose(l2(x).norm(dim=1), torch.ones(6))
+    scaled = EmbeddingHead(16, 8, "mean_distance")
+    raw = scaled.linear(x)
+    d = torch.cdist(scaled(x), scaled(x))
+    assert torch.isclose(d.sum() / (6 * 5), torch.tensor(1.0), atol=1e-5)
+    scaled.eval()
+    assert torch.equal(scaled(x), raw)
+
+
+def test_two_heads_and_concatenated_retrieval():
+    cfg = ModelConfig(backbone="small_cnn")
+    model = build_model(cfg, 1, extra_heads={"shared": 4}, retrieval=["embedding", "shared"])
+    model.eval()
+    x = torch.randn(3, 1, 16, 16)
+    heads = model.embed_heads(x)
+    assert set(heads) == {"embedding", "shared"} and heads["shared"].shape == (3, 4)
+    expected = torch.cat([F.normalize(heads["embedding"], dim=1), heads["shared"]], dim=1)
+    assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def test_freeze_bn_keeps_running_statistics():
+    model = build_model(ModelConfig(backbone="small_cnn", freeze_bn=True), 1)
+    model.train()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model(torch.randn(4, 1, 16, 16) + 3)
+    assert torch.equal(bn.running_mean, before) and not bn.training
+    assert bn.weight.requires_grad  # affine parameters still train
