@@ -29,14 +29,7 @@ from dmlkit.models.multi_branch_master import MultiBranchMaster
 CPU = torch.device("cpu")
 DIGITS = DataConfig(name="digits", protocol="closed_set", image_size=28, max_per_class=8)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: threads only add synchronization (very slow on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,7 @@ CLASSES = np.array([1, 4, 6, 9])
 LABELS = np.repeat(CLASSES, 8)  # 32 images, 8 per class
 DISW = 50.0
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: threads only add synchronization (very slow on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(combined: bool = False) -> Config:
