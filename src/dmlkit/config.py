@@ -209,9 +209,11 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def digest(self) -> str:
-        """sha256 of the canonical JSON form (identifies a configuration)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+    def digest(self, exclude: tuple[str, ...] = ()) -> str:
+        """sha256 of the canonical JSON form (identifies a configuration), without the
+        sections named in ``exclude``."""
+        data = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from dmlkit.data.download import file_digest
 from dmlkit.errors import CheckpointError
 
 
@@ -80,15 +81,6 @@ def first_line(err: BaseException) -> str:
     """An exception's message reduced to its first line (for one-line errors)."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -172,7 +164,7 @@ class CheckpointFolder:
         state_path, weights_path = self.files(epoch, batch)
         state, weights = load_state(state_path), load_weights(weights_path)
         digest = state.get("weights_sha256")
-        if digest is not None and file_sha256(weights_path) != digest:
+        if digest is not None and file_digest(weights_path, "sha256") != digest:
             raise CheckpointError(f"{weights_path} is not the model saved with {state_path.name}")
         return state, weights
 

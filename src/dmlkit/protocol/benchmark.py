@@ -16,7 +16,6 @@ was cut short resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -42,8 +41,7 @@ SEARCH_SEED = 0
 
 def config_hash(cfg: Config) -> str:
     """sha256 of the configuration without its ``run`` section (where it is written)."""
-    blob = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "run"}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return cfg.digest(exclude=("run",))
 
 
 def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -13,6 +12,7 @@ import torch
 from dmlkit import config as config_mod
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
+from dmlkit.data.download import file_digest
 from dmlkit.data.transforms import build_transform
 from dmlkit.engine.checkpoint import load_weights
 from dmlkit.engine.seed import resolve_device
@@ -56,11 +56,7 @@ class LoadedRun:
         """sha256 of the weights file: identifies the model an index or export came from."""
         if self.weights is None:
             raise CheckpointError("this model was not loaded from a weights file")
-        h = hashlib.sha256()
-        with open(self.weights, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return file_digest(self.weights, "sha256")
 
     def embed(
         self,
