@@ -34,7 +34,7 @@ def tiny(tmp_path, **changes):
         "name": "tiny", "output": str(tmp_path / "bench"), "folds": 2, "seeds": 2, "trials": 2,
         "prune_after": None,
         "set": {"train.m_per_class": 12, "train.epochs": 2, "train.batches_per_epoch": 3,
-                "eval.nmi": False},
+                "eval.nmi": False, "eval.evaluate_untrained": True},
         "methods": {"triplet": {
             "preset": "digits-smoke",
             "search": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}},
@@ -110,13 +110,18 @@ def test_interrupted_study_resumes_and_final_reuses_search_runs(tmp_path, counte
     assert summary["separated"]["map_at_r"] == pytest.approx(list(mean_ci(models)))
     concat = [s["concatenated"]["map_at_r"] for s in r["final"]["seeds"]]
     assert summary["concatenated"]["map_at_r"] == pytest.approx(list(mean_ci(concat)))
+    # the untrained baseline is each seed-0 fold model exactly as it started training
+    for k, path in enumerate(seed0):
+        start = RunDir(Path(path)).read_json("metrics.json")["untrained"]
+        assert r["final"]["untrained"]["separated"][k] == pytest.approx(start)
     saved = load_weights(out / "triplet" / EMBEDDINGS)
     assert torch.allclose(saved["embeddings"], torch.cat(embs, 1), atol=1e-6)
 
     for name in ("report.md", "report.html", "figures/learning-curves.png",
                  "figures/embedding-map.png", "figures/gallery-triplet.png"):
         assert (out / name).stat().st_size > 500
-    assert "| triplet |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| triplet |" in report and "untrained MAP@R" in report
 
     counted.clear()  # the CLI re-runs nothing and rewrites the report
     (out / "report.md").unlink()

@@ -31,7 +31,12 @@ from dmlkit.engine.run_dir import RunDir, environment
 from dmlkit.engine.train import train
 from dmlkit.errors import ConfigError, TrainingError
 from dmlkit.protocol.benchmark_config import BenchmarkConfig
-from dmlkit.protocol.final import EMBEDDINGS, evaluate_fold_models, summarize
+from dmlkit.protocol.final import (
+    EMBEDDINGS,
+    evaluate_fold_models,
+    evaluate_untrained,
+    summarize,
+)
 from dmlkit.protocol.search import cross_validation_objective, open_study, optimize
 
 Stage = Literal["all", "search", "final", "report"]
@@ -140,7 +145,8 @@ def final_method(
     """Retrain the best trial's configuration per fold and seed; evaluate on the test classes.
 
     Writes the concatenated test embeddings of seed 0 to ``<output>/<method>/`` (for the
-    report's map and gallery).
+    report's map and gallery). ``untrained``: the seed-0 fold models at initialization, tested
+    the same way (the baseline a result is read against).
     """
     try:
         params = study.best_trial.params
@@ -158,8 +164,10 @@ def final_method(
             out = Path(bench.output) / method / EMBEDDINGS
             save_weights({"embeddings": test["embeddings"], "labels": test["labels"]}, out)
         seeds.append({"seed": seed, "runs": [str(r.path) for r in runs], **result})
+    untrained = evaluate_untrained([method_config(bench, method, params, k, 0)
+                                    for k in range(bench.folds)])
     return {"params": params, "seeds": seeds, "summary": summarize(seeds),
-            "seconds": time.perf_counter() - t0}
+            "untrained": untrained, "seconds": time.perf_counter() - t0}
 
 
 def run_benchmark(

@@ -15,10 +15,14 @@ from typing import Any
 
 import torch
 
-from dmlkit.config import EvalConfig
-from dmlkit.engine.seed import resolve_device
+from dmlkit.config import Config, EvalConfig
+from dmlkit.data.build import DataBundle, build_data
+from dmlkit.engine.seed import resolve_device, seed_everything
+from dmlkit.engine.train import method_heads
 from dmlkit.evaluation import concatenate_normalized, evaluate
 from dmlkit.evaluation.extract import extract_embeddings
+from dmlkit.methods.build import build_method
+from dmlkit.models.embedding_model import EmbeddingModel, build_model
 from dmlkit.protocol.aggregate import mean_ci
 from dmlkit.serve.load import load_run
 
@@ -59,14 +63,12 @@ def best_weights(run_dir: Path) -> str:
         else "model.safetensors"
 
 
-def evaluate_fold_models(run_dirs: Sequence[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`ensemble_metrics` of the runs' (best) models on the test split of the first run.
-
-    Also returns the concatenated test query embeddings and labels (for the report's figures).
-    """
-    loaded = [load_run(p, best_weights(p)) for p in run_dirs]
-    cfg = loaded[0].cfg
-    test = loaded[0].data.test
+def _fold_ensemble(
+    cfg: Config, data: DataBundle, models: Sequence[EmbeddingModel]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`ensemble_metrics` of fold ``models`` on ``data``'s test split, and the concatenated
+    test query embeddings and labels (for the report's figures)."""
+    test = data.test
     device = resolve_device(cfg.train.device)
     e = cfg.eval
 
@@ -75,17 +77,40 @@ def evaluate_fold_models(run_dirs: Sequence[Path]) -> tuple[dict[str, Any], dict
                                   cfg.data.num_workers, e.bn_train_mode)
 
     queries, references = [], []
-    for run in loaded:
-        q, q_labels = embed(run.model, test.query)
+    for model in models:
+        q, q_labels = embed(model, test.query)
         queries.append(q)
         if test.reference is not None:
-            r, r_labels = embed(run.model, test.reference)
+            r, r_labels = embed(model, test.reference)
             references.append(r)
     result = ensemble_metrics(
         queries, q_labels, references or None,
         r_labels if test.reference is not None else None, **eval_options(e),
     )
     return result, {"embeddings": concatenate_normalized(queries), "labels": q_labels}
+
+
+def evaluate_fold_models(run_dirs: Sequence[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`ensemble_metrics` of the runs' (best) models on the test split of the first run.
+
+    Also returns the concatenated test query embeddings and labels (for the report's figures).
+    """
+    loaded = [load_run(p, best_weights(p)) for p in run_dirs]
+    return _fold_ensemble(loaded[0].cfg, loaded[0].data, [run.model for run in loaded])
+
+
+def evaluate_untrained(cfgs: Sequence[Config]) -> dict[str, Any]:
+    """`ensemble_metrics` of the fold models of ``cfgs`` at initialization (the untrained
+    baseline: each model built exactly as `dmlkit.engine.train.train` builds it before the
+    first step, with its own seed), on the test split of the first config."""
+    models, data = [], None
+    for cfg in cfgs:
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        fold_data = build_data(cfg.data, cfg.train.seed)
+        build_method(cfg, fold_data.splits.train.classes)  # consumes the RNG as in training
+        models.append(build_model(cfg.model, fold_data.in_channels, **method_heads(cfg)).eval())
+        data = data or fold_data
+    return _fold_ensemble(cfgs[0], data, models)[0]
 
 
 def summarize(seed_results: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:

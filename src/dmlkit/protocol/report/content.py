@@ -30,15 +30,27 @@ def _cell(mean: float | None, half: float | None = None, digits: int = 3) -> str
     return f"{mean:.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
 
 
+def _untrained_cell(untrained: dict[str, Any] | None) -> str:
+    """``"sep. / concat."`` MAP@R of the models at initialization; ``"-"`` when not measured."""
+    if not untrained:
+        return "-"
+    separated = [m["map_at_r"] for m in untrained["separated"]]
+    return (f"{_cell(sum(separated) / len(separated))} / "
+            f"{_cell(untrained['concatenated']['map_at_r'])}")
+
+
 def results_table(results: dict[str, Any]) -> Table:
     """One row per method: test metrics (mean ± 95% CI) separated and concatenated, the best
-    trial's validation MAP@R, trials finished (pruned), and the time of the search (all trials,
-    whichever invocation ran them) and of the last final stage (reused runs cost nothing).
+    trial's validation MAP@R, the test MAP@R of the seed-0 fold models at initialization
+    (separated mean / concatenated), trials finished (pruned), and the time of the search (all
+    trials, whichever invocation ran them) and of the last final stage (reused runs cost
+    nothing).
 
     The best mean of each metric column is bold.
     """
     header = ["method"] + [f"{h} ({m})" for _, m in MODES for _, h in METRICS]
-    header += ["val MAP@R", "trials (pruned)", "search (s)", "final (s)"]
+    header += ["val MAP@R", "untrained MAP@R (sep. / concat.)", "trials (pruned)",
+               "search (s)", "final (s)"]
     rows, means = [], []
     for name, r in results["methods"].items():
         summary = r["final"]["summary"]
@@ -50,7 +62,7 @@ def results_table(results: dict[str, Any]) -> Table:
                 row_means.append(mean)
         search = r["search"]
         counts = search["counts"]
-        cells += [_cell(search["best_value"]),
+        cells += [_cell(search["best_value"]), _untrained_cell(r["final"].get("untrained")),
                   f"{counts['complete'] + counts['pruned']} ({counts['pruned']})",
                   f"{sum(t['seconds'] or 0.0 for t in search['trials']):.0f}",
                   f"{r['final']['seconds']:.0f}"]
