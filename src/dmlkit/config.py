@@ -172,6 +172,13 @@ class TrainConfig(Section):
         False, description="skip (and count) optimizer steps with a non-finite loss or gradient"
     )
     patience: int | None = Field(None, ge=1, description="early stop on validation MAP@R")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype of the model's forward (losses stay float32)"
+    )
+    channels_last: bool = Field(False, description="channels_last memory format (CNNs on GPU)")
+    sync_bn: bool = Field(
+        True, description="SyncBatchNorm across ranks on CUDA (BatchNorm over the global batch)"
+    )
 
 
 class EvalConfig(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -30,16 +31,36 @@ def train(
     config: Annotated[str, typer.Argument(help="preset name or YAML config file")] = "",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override key=value")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
+    devices: Annotated[int, typer.Option(
+        min=1, help="processes on this machine (torchrun; one per GPU, gloo on CPU)")] = 1,
 ):
-    """Train a model; writes runs/<name>/ and prints the test metrics (untrained vs trained)."""
+    """Train a model; writes runs/<name>/ and prints the test metrics (untrained vs trained).
+
+    ``--devices N`` starts N processes through torchrun (docs/distributed.md); launching
+    ``torchrun --nproc-per-node N -m dmlkit train ...`` yourself is the same (and multi-node).
+    """
     from dmlkit import config as config_mod
     from dmlkit.cli.tables import metrics_table
+    from dmlkit.engine import distributed
     from dmlkit.engine.train import train as run_train
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
     cfg = None if resume is not None else config_mod.load(config, set_ or [])
-    run = run_train(cfg, resume=resume, console=console)
+    if devices > 1 and not distributed.launched():
+        args = [config] if config else []
+        args += [x for s in set_ or [] for x in ("--set", s)]
+        args += ["--resume", str(resume)] if resume is not None else []
+        distributed.launch(devices, ["-m", "dmlkit", *(["--debug"] if _state["debug"] else []),
+                                     "train", *args])
+        return
+    try:
+        run = run_train(cfg, resume=resume, console=console if not distributed.launched()
+                        or os.environ.get("RANK") == "0" else Console(quiet=True))
+    finally:
+        distributed.shutdown()
+    if os.environ.get("RANK", "0") != "0":
+        return
     results = run.read_json("metrics.json")
     rows = {k: results[k] for k in ("untrained", "final") if k in results}
     if "final" in rows:

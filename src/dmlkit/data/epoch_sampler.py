@@ -1,19 +1,27 @@
-"""`EpochBatchSampler`: the epoch bookkeeping shared by dmlkit's batch samplers.
+"""`EpochBatchSampler`: the epoch and rank bookkeeping shared by dmlkit's batch samplers.
 
 A sampler's stream is a pure function of ``(seed, epoch)``; ``set_epoch(epoch, start_batch)``
-selects it and where the next iteration starts (an exact mid-epoch resume).
+selects it and where the next iteration starts (an exact mid-epoch resume). Under
+torch.distributed every rank builds the same sampler (same seed) and ``shard(rank,
+world_size)`` makes it yield rank ``rank``'s contiguous slice of each global batch: the slices,
+concatenated in rank order, are the batch one process would draw.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from dmlkit.errors import ConfigError
 
 
 class EpochBatchSampler:
-    """Base of the batch samplers: ``epoch``, ``start_batch`` and ``set_epoch``."""
+    """Base of the batch samplers: ``epoch``, ``start_batch``, ``set_epoch`` and ``shard``."""
 
     epoch: int = 0
     start_batch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    batch_size: int
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -26,3 +34,17 @@ class EpochBatchSampler:
                 f"0 <= start_batch <= {len(self)}"
             )
         self.epoch, self.start_batch = epoch, start_batch
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Yield rank ``rank``'s slice (``batch_size / world_size`` indices) of every batch."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} of {world_size}: need 0 <= rank < world_size")
+        if self.batch_size % world_size:
+            raise ConfigError(f"train.batch_size {self.batch_size} is not divisible by "
+                              f"{world_size} ranks: every rank takes an equal slice")
+        self.rank, self.world_size = rank, world_size
+
+    def local(self, batch: Sequence[int]) -> list[int]:
+        """This rank's contiguous slice of a global batch (all of it on one process)."""
+        share = len(batch) // self.world_size
+        return [int(i) for i in batch[self.rank * share : (self.rank + 1) * share]]

@@ -21,8 +21,8 @@ class MPerClassBatchSampler(EpochBatchSampler):
     function of ``(seed, epoch)``: call ``set_epoch(epoch, start_batch)`` before iterating; the
     iteration then starts at batch ``start_batch`` of that epoch (exact mid-epoch resume).
 
-    ``rank``/``world_size`` split every global batch into contiguous per-rank slices, so the
-    union over ranks is the batch one process would draw.
+    ``rank``/``world_size`` (or `shard`) split every global batch into contiguous per-rank
+    slices, so the union over ranks is the batch one process would draw.
     """
 
     def __init__(
@@ -53,9 +53,7 @@ class MPerClassBatchSampler(EpochBatchSampler):
                 f"but the training set has {len(self.classes)}{single}: lower train.batch_size "
                 "or raise train.m_per_class"
             )
-        if batch_size % world_size:
-            raise ConfigError(f"batch_size {batch_size} not divisible by {world_size} ranks")
-        self.rank, self.world_size = rank, world_size
+        self.shard(rank, world_size)
         self.batches_per_epoch = batches_per_epoch or max(1, len(self.labels) // batch_size)
 
     def __len__(self) -> int:
@@ -73,7 +71,6 @@ class MPerClassBatchSampler(EpochBatchSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start_batch = self.start_batch, 0
-        share = self.batch_size // self.world_size
         for b, batch in enumerate(self.global_batches()):
             if b >= start:
-                yield batch[self.rank * share : (self.rank + 1) * share].tolist()
+                yield self.local(batch)

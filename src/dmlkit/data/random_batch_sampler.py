@@ -33,4 +33,4 @@ class RandomBatchSampler(EpochBatchSampler):
         start, self.start_batch = self.start_batch, 0
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
         for b in range(start, self.batches_per_epoch):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            yield self.local(order[b * self.batch_size : (b + 1) * self.batch_size])

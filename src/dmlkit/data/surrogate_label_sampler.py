@@ -136,11 +136,12 @@ class SurrogateLabelBatchSampler(EpochBatchSampler):
         start, self.start_batch = self.start_batch, 0
         for b in range(start, len(indices)):
             self.start_batch = b + 1
-            yield indices[b].tolist()
+            yield self.local(indices[b])
         self.start_batch = 0
 
     def surrogate_labels(self, batch_idx: int) -> torch.Tensor:
-        """Surrogate labels (int64, shape (batch_size,)) of batch ``batch_idx`` of this epoch."""
+        """Surrogate labels (int64, shape (batch_size,)) of batch ``batch_idx`` of this epoch:
+        the whole global batch's, also on a `shard`ed sampler (whose slices a method gathers)."""
         if not 0 <= batch_idx < len(self):
             raise IndexError(f"batch_idx {batch_idx} out of range for {len(self)} batches")
         _, labels = self._plan(self.epoch)

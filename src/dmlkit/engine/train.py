@@ -9,6 +9,7 @@ from rich.console import Console
 from dmlkit import config as config_mod
 from dmlkit.config import Config
 from dmlkit.data.build import build_data
+from dmlkit.engine import distributed
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
@@ -21,7 +22,11 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
     """config -> data -> model -> method -> Trainer.fit -> run directory.
 
     With ``resume`` the run directory's own config is used and training continues from its
-    newest complete checkpoint (mid-epoch ones included), exactly where it stopped.
+    newest complete checkpoint (mid-epoch ones included), exactly where it stopped; the number
+    of ranks may differ from the run's (the state is global, not per rank).
+
+    Started by torchrun (``WORLD_SIZE`` > 1), the process joins the group (NCCL on CUDA, gloo
+    on CPU) and trains its share of every global batch; rank 0 creates the run directory.
     """
     if resume is not None:
         run = RunDir(Path(resume))
@@ -30,12 +35,18 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
         cfg = config_mod.load(str(run.config_path))
     else:
         run = None
+    if distributed.launched():
+        place, device = distributed.init_from_env(cfg.train.device)
+    else:
+        place, device = distributed.info(), resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = build_data(cfg.data, cfg.train.seed)
     method = build_method(cfg, data.splits.train.classes)
     model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
-    run = run or RunDir.create(cfg)
-    trainer = Trainer(cfg, data, model, method, run, resolve_device(cfg.train.device), console)
+    if run is None:
+        created = str(RunDir.create(cfg).path) if place.is_main else None
+        run = RunDir(Path(distributed.broadcast_object(created)))
+    trainer = Trainer(cfg, data, model, method, run, device, console)
     if resume is not None:
         trainer.resume()
     trainer.fit()

@@ -5,6 +5,12 @@ Crash safety (docs/crash-safety.md): a checkpoint pair is written at every epoch
 optimizer, scheduler, method state, sampler position, RNG states, partial epoch sums), so a run
 resumed from it continues exactly as if never stopped. SIGINT/SIGTERM finish the current
 iteration, checkpoint and raise `TrainingInterrupted`.
+
+Under torch.distributed (docs/distributed.md) every rank runs this loop on its slice of each
+global batch; methods gather the slices, so every rank computes the same loss, and
+`average_gradients` makes the step that of one process on the global batch. Rank 0 alone
+writes (checkpoints, metrics, weights, report); evaluation embeds a block of samples per rank
+and rank 0 computes the metrics, which every rank then receives (validation decisions agree).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
+from dmlkit.engine import distributed
 from dmlkit.engine.checkpoint import (
     CheckpointFolder,
     WriteError,
@@ -33,11 +41,12 @@ from dmlkit.engine.checkpoint import (
     save_weights,
 )
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
+from dmlkit.engine.precision import training_view
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
 from dmlkit.errors import CheckpointError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
-from dmlkit.evaluation.extract import extract_embeddings
+from dmlkit.evaluation.extract import extract_sharded
 from dmlkit.methods.base import Method
 from dmlkit.protocol.run_report import write_run_report
 
@@ -59,7 +68,7 @@ def _drawn(iterators: list) -> Iterator[tuple]:
 
 def _empty_epoch() -> dict:
     """Running sums of the current epoch (saved in mid-epoch checkpoints)."""
-    return {"sums": {}, "steps": 0, "images": 0, "skipped": 0, "seconds": 0.0}
+    return {"sums": {}, "steps": 0, "images": 0, "skipped": 0, "overflows": 0, "seconds": 0.0}
 
 
 def build_optimizer(cfg: Config, model: nn.Module, method: Method) -> torch.optim.Optimizer:
@@ -94,20 +103,27 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
 def evaluate_model(
     model: nn.Module, data: EvalData, cfg: Config, device: torch.device
 ) -> dict[str, float]:
-    """Embed the query (and reference) set and compute every metric from one ranking."""
+    """Embed the query (and reference) set and compute every metric from one ranking.
+
+    Under torch.distributed each rank embeds a block of samples, rank 0 computes the metrics
+    and every rank returns them.
+    """
     e = cfg.eval
     train_mode = e.bn_train_mode
-    q, ql = extract_embeddings(model, data.query, e.batch_size, device, cfg.data.num_workers,
-                               train_mode)
+    q, ql = extract_sharded(model, data.query, e.batch_size, device, cfg.data.num_workers,
+                            train_mode)
     r = rl = None
     if data.reference is not None:
-        r, rl = extract_embeddings(model, data.reference, e.batch_size, device,
-                                   cfg.data.num_workers, train_mode)
+        r, rl = extract_sharded(model, data.reference, e.batch_size, device,
+                                cfg.data.num_workers, train_mode)
     metrics = ["precision_at_1", "recall_at_k", "r_precision", "map_at_r"]
     if e.nmi:
         metrics += ["nmi", "ami"]
-    return evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
-                    distance=e.distance, normalize=e.normalize)
+    result = None
+    if distributed.info().is_main:
+        result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
+                          distance=e.distance, normalize=e.normalize)
+    return distributed.broadcast_object(result)
 
 
 class Trainer:
@@ -128,12 +144,24 @@ class Trainer:
         console: Console | None = None,
     ) -> None:
         self.cfg, self.data, self.run, self.device = cfg, data, run, device
+        self.dist = distributed.info()
+        t = cfg.train
+        if self.dist.active and t.sync_bn and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model, self.method = model.to(device), method.to(device)
-        self.console = console or Console()
+        self.view = training_view(self.model, t.precision, device, t.channels_last)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+        self.console = console or Console(quiet=not self.dist.is_main)
         self.optimizer = build_optimizer(cfg, self.model, self.method)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         labels = data.splits.train.labels
         self.samplers = method.batch_samplers(labels, cfg.train)
+        for sampler in self.samplers.values():
+            sampler.shard(self.dist.rank, self.dist.world_size)
+        if self.dist.active and device.type != "cuda" and not cfg.model.freeze_bn and any(
+                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            self.warn("BatchNorm statistics are per rank here (SyncBatchNorm needs CUDA): "
+                      "training differs from one process unless model.freeze_bn=true")
         skipped = getattr(self.samplers.get("class"), "skipped_classes", ())
         if len(skipped):
             ids = ", ".join(str(c) for c in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
@@ -166,6 +194,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
             "rng": rng_state(),
             "results": dict(self.results),
@@ -174,20 +203,27 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write the pair of the current position and prune old pairs; returns the state file.
 
-        A failed write (full disk) raises CheckpointError; the previous pair stays intact.
+        Rank 0 writes (the state is the same on every rank); every rank learns the outcome. A
+        failed write (full disk) raises CheckpointError; the previous pair stays intact.
         """
-        try:
-            path = self.checkpoints.save(self.model.state_dict(), self.state(), self.epoch,
-                                         self.batch)
-        except WriteError as e:
+        outcome: tuple[str, str] = ("ok", "")
+        if self.dist.is_main:
+            try:
+                path = self.checkpoints.save(self.model.state_dict(), self.state(), self.epoch,
+                                             self.batch)
+                self.checkpoints.prune(self.cfg.train.keep_checkpoints)
+                outcome = ("ok", str(path))
+            except WriteError as e:
+                outcome = ("error", str(e))
+        status, text = distributed.broadcast_object(outcome)
+        if status == "error":
             raise CheckpointError(
-                f"could not save a checkpoint ({e}); the previous one "
+                f"could not save a checkpoint ({text}); the previous one "
                 f"({self.last_checkpoint or 'none'}) is intact: free space, then "
                 f"dmlkit train --resume {self.run.path}"
-            ) from e
-        self.last_checkpoint = path
-        self.checkpoints.prune(self.cfg.train.keep_checkpoints)
-        return path
+            )
+        self.last_checkpoint = Path(text)
+        return self.last_checkpoint
 
     def resume(self) -> None:
         """Continue from the newest complete, readable checkpoint of the run directory."""
@@ -203,6 +239,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state["scheduler"] is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(
                 f"{path} does not fit this run's model ({first_line(e)})"
@@ -223,7 +261,7 @@ class Trainer:
     def _trim_metrics(self) -> None:
         """Drop metrics.csv rows of epochs after the checkpoint (written before a kill)."""
         path = self.run.path / "metrics.csv"
-        if not path.is_file():
+        if not self.dist.is_main or not path.is_file():
             return
         with path.open(newline="") as f:
             rows = list(csv.reader(f))
@@ -275,15 +313,16 @@ class Trainer:
                 name: tuple(t.to(self.device) if torch.is_tensor(t) else t for t in b)
                 for name, b in zip(loaders, streams, strict=True)
             }
-            cur["images"] += sum(len(b[0]) for b in batches.values())
-            for losses in self.method.steps(self.model, batches, it):
+            cur["images"] += sum(len(b[0]) for b in batches.values()) * self.dist.world_size
+            for losses in self.method.steps(self.view, batches, it):
                 self._step(losses, batches, it)
             self.batch, self.iteration = it + 1, self.iteration + 1
             cur["seconds"] = time.perf_counter() - t0
             mean = cur["sums"].get("loss", math.nan) / max(cur["steps"], 1)
             progress.update(task, advance=1, info=f"loss {mean:.4f}  "
                             f"{cur['images'] / max(cur['seconds'], 1e-9):.0f} img/s")
-            if stop is not None and stop.requested is not None:
+            if stop is not None and distributed.any_rank(stop.requested is not None):
+                stop.requested = stop.requested or signal.SIGTERM  # another rank's signal
                 self.save_checkpoint()
                 raise self._interrupted(stop)
             if every and self.iteration % every == 0 and self.batch < n_iter:
@@ -296,18 +335,32 @@ class Trainer:
         out["train_img_per_s"] = cur["images"] / max(cur["seconds"], 1e-9)
         if self.cfg.train.skip_nonfinite:
             out["skipped_steps"] = cur["skipped"]
+        if self.scaler.is_enabled():
+            out["fp16_overflow_steps"] = cur.get("overflows", 0)
         return out
 
     def _step(self, losses: dict[str, torch.Tensor], batches: dict, it: int) -> None:
-        """One optimizer step on ``losses["loss"]``, unless it or a gradient is non-finite."""
+        """One optimizer step on ``losses["loss"]``, unless it or a gradient is non-finite.
+
+        Gradients are averaged over ranks before the check. With fp16 a non-finite gradient is
+        the gradient scaler's overflow: the scaler skips the step and lowers its scale.
+        """
         loss = losses["loss"]
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.optimizer.zero_grad(set_to_none=True)
         bad = None if torch.isfinite(loss) else "loss"
         if bad is None:
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            distributed.average_gradients(params)
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(self.optimizer)
             grads = [p.grad for p in params if p.grad is not None]
             if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                if self.scaler.is_enabled():
+                    self.scaler.step(self.optimizer)  # skipped: inf found while unscaling
+                    self.scaler.update()
+                    self.current["overflows"] = self.current.get("overflows", 0) + 1
+                    return
                 bad = "gradient"
         if bad is not None:
             where = f"epoch {self.epoch + 1}, iteration {it + 1}"
@@ -326,7 +379,8 @@ class Trainer:
             return
         if self.cfg.optim.grad_clip_value is not None:
             torch.nn.utils.clip_grad_value_(params, self.cfg.optim.grad_clip_value)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.current["steps"] += 1
         sums = self.current["sums"]
         for k, v in losses.items():
@@ -349,7 +403,13 @@ class Trainer:
         """Train for ``train.epochs``; returns and writes ``metrics.json``."""
         cfg = self.cfg
         seed_everything(cfg.train.seed, cfg.train.deterministic)
+        if not self.dist.is_main:
+            distributed.barrier()  # rank 0 prepares first (e.g. trains and caches a master)
         self.method.prepare(self.model, self.data, self.run.path, self.device)
+        if self.dist.active:
+            if self.dist.is_main:
+                distributed.barrier()
+            set_rng_state(distributed.broadcast_object(rng_state()))  # ranks draw alike
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device)
@@ -364,13 +424,16 @@ class Trainer:
                 self.epoch, self.batch = self.epoch + 1, 0
                 self._validate(row)
                 self._step_scheduler(row)
-                self.run.append_metrics(row)
+                if self.dist.is_main:
+                    self.run.append_metrics(row)
                 self.save_checkpoint()
-                if stop.requested is not None:
+                if distributed.any_rank(stop.requested is not None):
+                    stop.requested = stop.requested or signal.SIGTERM
                     raise self._interrupted(stop)
                 if self._early_stopped():
                     self.console.print(f"early stop after epoch {self.epoch}")
-        save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
+        if self.dist.is_main:
+            save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
         self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device)
         retrieval = self.model.retrieval
         try:  # other embeddings the method offers (e.g. Sharing Matters' shared head)
@@ -385,8 +448,10 @@ class Trainer:
             self.results["skipped_nonfinite"] = {"count": len(self.skipped),
                                                  "at": self.skipped[:MAX_LISTED]}
         self.results["method"] = self.method.summary()
-        self.run.write_json("metrics.json", self.results)
-        write_run_report(self.run.path)
+        if self.dist.is_main:
+            self.run.write_json("metrics.json", self.results)
+            write_run_report(self.run.path)
+        distributed.barrier()  # the run directory is complete before any rank returns
         return self.results
 
     def _validate(self, row: dict) -> None:
@@ -398,7 +463,8 @@ class Trainer:
         score = val.get(PRIMARY, float("nan"))
         if np.isfinite(score) and score > self.best:
             self.best, self.bad_epochs = score, 0
-            save_weights(self.model.state_dict(), self.run.path / "best.safetensors")
+            if self.dist.is_main:
+                save_weights(self.model.state_dict(), self.run.path / "best.safetensors")
             self.results["best_val"] = {"epoch": self.epoch, **val}
         else:
             self.bad_epochs += 1

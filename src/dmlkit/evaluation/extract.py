@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from dmlkit.engine import distributed
 
 
 @torch.no_grad()
@@ -32,3 +34,34 @@ def extract_embeddings(
     finally:
         model.train(was_training)
     return torch.cat(embs), torch.cat(labels)
+
+
+def extract_sharded(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    train_mode: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`extract_embeddings` split over the ranks of a torch.distributed group: rank r embeds
+    the r-th contiguous block of samples, and every rank gets all rows back in dataset order,
+    each sample exactly once (no padding duplicates). One process: `extract_embeddings`.
+
+    (With ``train_mode`` the BatchNorm batches differ from one process's.)
+    """
+    world = distributed.info()
+    if not world.active:
+        return extract_embeddings(model, dataset, batch_size, device, num_workers, train_mode)
+    n = len(dataset)
+    lo, hi = n * world.rank // world.world_size, n * (world.rank + 1) // world.world_size
+    part = Subset(dataset, range(lo, hi))
+    if hi > lo:
+        emb, labels = extract_embeddings(model, part, batch_size, device, num_workers,
+                                         train_mode)
+    else:  # more ranks than samples: this rank contributes nothing
+        probe, label = extract_embeddings(model, Subset(dataset, [0]), 1, device)
+        emb, labels = probe[:0], label[:0]
+    index = torch.arange(lo, hi)
+    return (distributed.gather_by_index(emb, index, n),
+            distributed.gather_by_index(labels, index, n))

@@ -36,13 +36,11 @@ class Method(nn.Module):
         """Dataset class ids -> 0..C-1 (losses with per-class parameters need these)."""
         return torch.searchsorted(self.classes, labels)
 
-    def batch_samplers(
-        self, labels: np.ndarray, cfg: TrainConfig, rank: int = 0, world_size: int = 1
-    ) -> dict:
-        """Named batch samplers over the training set; default: one M-per-class stream."""
+    def batch_samplers(self, labels: np.ndarray, cfg: TrainConfig) -> dict:
+        """Named batch samplers over the training set (global batches; the trainer shards
+        them across ranks); default: one M-per-class stream."""
         return {"class": MPerClassBatchSampler(
             labels, cfg.batch_size, cfg.m_per_class, cfg.batches_per_epoch, cfg.seed,
-            rank, world_size,
         )}
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:

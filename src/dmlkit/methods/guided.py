@@ -30,6 +30,7 @@ from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
 from dmlkit.data.transforms import build_transform
 from dmlkit.engine.checkpoint import atomic_write_bytes, load_weights, save_weights
+from dmlkit.engine.distributed import gather
 from dmlkit.errors import ConfigError
 from dmlkit.losses.distill import EmbeddingDistillationLoss
 from dmlkit.losses.guided_master_loss import GuidedMasterLoss
@@ -70,9 +71,9 @@ class GuidedMethod(MetricMethod):
         self.timings: dict[str, float] = {}
         self.register_buffer("targets", torch.zeros(0, embedding_dim), persistent=False)
 
-    def batch_samplers(self, labels, cfg: TrainConfig, rank: int = 0, world_size: int = 1):
+    def batch_samplers(self, labels, cfg: TrainConfig):
         if self.cfg.metric_weight > 0:  # a metric loss needs classes in the batch
-            return super().batch_samplers(labels, cfg, rank, world_size)
+            return super().batch_samplers(labels, cfg)
         return {"class": RandomBatchSampler(len(labels), cfg.batch_size, cfg.seed,
                                             cfg.batches_per_epoch)}
 
@@ -177,11 +178,11 @@ class GuidedMethod(MetricMethod):
     # ------------------------------------------------------------------ stage two
     def steps(self, model: nn.Module, batches: dict[str, Batch], iteration: int) -> Iterator[dict]:
         images, labels, index = batches["class"]
-        emb = model(images)
-        out = {"distill": self.distill(emb, self.targets[index])}
+        emb = gather(model(images))
+        out = {"distill": self.distill(emb, self.targets[gather(index)])}
         loss = out["distill"]
         if self.cfg.metric_weight > 0:
-            metric = self.compute(emb, self.contiguous(labels))
+            metric = self.compute(emb, gather(self.contiguous(labels)))
             out["metric_loss"] = metric["metric_loss"]
             loss = loss + self.cfg.metric_weight * metric["loss"]
         out["loss"] = loss

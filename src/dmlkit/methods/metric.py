@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dmlkit.config import LossConfig
+from dmlkit.engine.distributed import gather
 from dmlkit.losses.by_name import build_loss, build_miner
 from dmlkit.methods.base import Batch, Method
 
@@ -68,4 +69,4 @@ class MetricMethod(Method):
 
     def steps(self, model: nn.Module, batches: dict[str, Batch], iteration: int) -> Iterator[dict]:
         images, labels, _ = batches["class"]
-        yield self.compute(model(images), self.contiguous(labels))
+        yield self.compute(gather(model(images)), gather(self.contiguous(labels)))

@@ -7,7 +7,9 @@ Per iteration, as the first author's code:
 Shared-stream triplets: positive = same surrogate label; negatives distance-weighted among
 samples whose surrogate label and true class both differ from the anchor's. ``L_dec`` is the
 gradient-reversed regressor loss (the encoder learns to make phi_c unpredictable from phi_s).
-With ``combined_step`` both streams are summed into one optimizer step.
+With ``combined_step`` both streams are summed into one optimizer step. Under
+torch.distributed both heads, labels and true classes are gathered: the miners and losses see
+the global batch, with the sampler's (global) surrogate labels.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 from dmlkit.config import LossConfig, SharingConfig, TrainConfig
 from dmlkit.data.surrogate_label_sampler import SurrogateLabelBatchSampler
+from dmlkit.engine.distributed import gather
 from dmlkit.losses.by_name import build_loss, build_miner
 from dmlkit.losses.decorrelation import DecorrelationLoss
 from dmlkit.methods.base import Batch, Method
@@ -44,8 +47,8 @@ class SharingMethod(Method):
         self.loss_lr = class_loss.lr
         self.shared_sampler: SurrogateLabelBatchSampler | None = None
 
-    def batch_samplers(self, labels, cfg: TrainConfig, rank: int = 0, world_size: int = 1):
-        samplers = super().batch_samplers(labels, cfg, rank, world_size)
+    def batch_samplers(self, labels, cfg: TrainConfig):
+        samplers = super().batch_samplers(labels, cfg)
         self.shared_sampler = SurrogateLabelBatchSampler(
             len(labels), cfg.batch_size, cfg.m_per_class, self.cfg.num_surrogate_labels, cfg.seed
         )
@@ -75,21 +78,21 @@ class SharingMethod(Method):
     def _class_step(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         images, labels, _ = batch
         out = model.embed_heads(images)
-        phi_c, y = out["embedding"], self.contiguous(labels)
+        phi_c, y = gather(out["embedding"]), gather(self.contiguous(labels))
         tuples = self.class_miner(phi_c, y) if self.class_miner is not None else None
         class_loss = self.class_loss(phi_c, y, tuples)
-        dec = self.decorrelation(phi_c, out["shared"])
+        dec = self.decorrelation(phi_c, gather(out["shared"]))
         return {"class_loss": class_loss, "decorrelation_class": dec,
                 "loss": class_loss + self.cfg.decorrelation_weight * dec}
 
     def _shared_step(self, model: nn.Module, batch: Batch, iteration: int) -> dict:
         images, labels, _ = batch
-        surrogate = self.shared_sampler.surrogate_labels(iteration).to(images.device)
+        surrogate = self.shared_sampler.surrogate_labels(iteration).to(images.device)  # global
         out = model.embed_heads(images)
-        phi_s = out["shared"]
-        tuples = self.shared_miner(phi_s, surrogate, exclude_labels=labels)
+        phi_s = gather(out["shared"])
+        tuples = self.shared_miner(phi_s, surrogate, exclude_labels=gather(labels))
         shared_loss = self.shared_loss(phi_s, surrogate, tuples)
-        dec = self.decorrelation(out["embedding"], phi_s)
+        dec = self.decorrelation(gather(out["embedding"]), phi_s)
         return {"shared_loss": shared_loss, "decorrelation_shared": dec,
                 "shared_triplets": torch.tensor(float(len(tuples[0]))),
                 "loss": shared_loss + self.cfg.decorrelation_weight * dec}

@@ -3,11 +3,14 @@
 Training mode: x_i / mean_{i != j} ||x_i - x_j||_2 over the current batch; the divisor is part
 of the graph (not detached), so gradients flow through it. Eval mode: x unchanged (raw
 embeddings, no division, no L2 normalization). A training batch of one sample has no pair and
-is returned unchanged.
+is returned unchanged. Under torch.distributed the mean runs over the global batch (every
+rank's slice gathered, gradients included), as on one process.
 """
 
+import torch
 from torch import Tensor, nn
 
+from dmlkit.engine.distributed import gather
 from dmlkit.losses.mdr import pairwise_distances
 
 
@@ -25,8 +28,13 @@ class MeanDistanceScaling(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        if not self.training or n < 2:
+        if not self.training:
             return x
-        mean_distance = pairwise_distances(x).sum() / (n * (n - 1))  # D_ii = 0
-        return x / mean_distance
+        with torch.autocast(x.device.type, enabled=False):  # distances in float32 under AMP
+            x = x.float()
+            batch = gather(x)
+            n = batch.shape[0]
+            if n < 2:
+                return x
+            mean_distance = pairwise_distances(batch).sum() / (n * (n - 1))  # D_ii = 0
+            return x / mean_distance

@@ -1,0 +1,271 @@
+"""torch.distributed on CPU (gloo, 2 real processes) gives what one process gives on the global
+batch: losses, gradients and method state of one training step; evaluation; whole runs through
+``dmlkit train --devices 2``; and a resume with a different number of ranks."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, Subset
+
+from dmlkit import config as config_mod
+from dmlkit.data.build import build_data
+from dmlkit.engine import distributed
+from dmlkit.engine.checkpoint import CheckpointFolder, load_weights
+from dmlkit.engine.seed import seed_everything
+from dmlkit.engine.train import method_heads
+from dmlkit.engine.trainer import evaluate_model
+from dmlkit.evaluation.extract import extract_sharded
+from dmlkit.methods.build import build_method
+from dmlkit.models.embedding_model import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# digits (8x8, deterministic transform), BatchNorm frozen (per-rank statistics on CPU).
+BASE = {"data.name": "digits", "data.protocol": "zero_shot", "data.val_fraction": 0.0,
+        "data.transform": "small", "data.image_size": 8, "model.freeze_bn": True,
+        "model.backbone": "small_cnn", "model.head.dim": 16, "train.batch_size": 24,
+        "train.m_per_class": 6, "train.seed": 5}
+CASES = {
+    "triplet": ("triplet-small", {}),
+    "triplet+mdr": ("mdr-small", {}),
+    "sharing": ("sharing-small", {"method.sharing.shared_dim": 8,
+                                  "method.sharing.num_surrogate_labels": 12,
+                                  "method.sharing.regressor_hidden": 16}),
+    "multi-similarity": ("triplet-small", {
+        "model.head.output": "l2", "method.loss.name": "MultiSimilarityLoss",
+        "method.loss.params": {}, "method.loss.miner": "MultiSimilarityMiner",
+        "method.loss.miner_params": {}, "method.loss.distance": None, "method.loss.reducer": None,
+        "method.loss.distance_params": {}}),
+}
+
+
+def case_config(case):
+    preset, extra = CASES[case]
+    keys = {**BASE, **extra}
+    return config_mod.load(preset, [f"{k}={json.dumps(v)}" for k, v in keys.items()])
+
+
+def one_iteration(case):
+    """Every optimizer step of the first iteration: losses, gradients (model and method) after
+    averaging over ranks, and the method's state (e.g. MDR statistics) afterwards."""
+    cfg = case_config(case)
+    place = distributed.info()
+    seed_everything(cfg.train.seed)
+    data = build_data(cfg.data, cfg.train.seed)
+    method = build_method(cfg, data.splits.train.classes)
+    model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    batches = {}
+    for name, sampler in method.batch_samplers(data.splits.train.labels, cfg.train).items():
+        sampler.shard(place.rank, place.world_size)
+        sampler.set_epoch(0)
+        batches[name] = next(iter(DataLoader(data.train, batch_sampler=sampler)))
+    model.train()
+    method.train()
+    params = dict(model.named_parameters()) | {
+        f"method.{k}": v for k, v in method.named_parameters()}
+    torch.manual_seed(99)  # miners draw (distance-weighted negatives): the same on every rank
+    steps = []
+    for losses in method.steps(model, batches, 0):
+        for p in params.values():
+            p.grad = None
+        losses["loss"].backward()
+        distributed.average_gradients(list(params.values()))
+        steps.append({"losses": {k: float(v.detach()) for k, v in losses.items()},
+                      "grads": {k: p.grad.clone() for k, p in params.items()
+                                if p.grad is not None}})
+    state = {k: v.clone() for k, v in method.state_dict().items()}
+    return {"steps": steps, "method_state": state}
+
+
+def evaluation():
+    """Sharded extraction of an odd-sized set and the trainer's evaluation of a test split."""
+    cfg = case_config("triplet")
+    seed_everything(0)
+    data = build_data(cfg.data, 0)
+    model = build_model(cfg.model, data.in_channels).eval()
+    odd = Subset(data.test.query, range(101))
+    emb, labels = extract_sharded(model, odd, batch_size=16)
+    return {"embeddings": emb, "labels": labels,
+            "metrics": evaluate_model(model, data.test, cfg, torch.device("cpu"))}
+
+
+JOBS = {"evaluation": evaluation, **{c: (lambda c=c: one_iteration(c)) for c in CASES}}
+
+
+def _worker(rank, world, folder, job):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank,
+                            world_size=world)
+    try:
+        torch.save(JOBS[job](), f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def on_two_ranks(tmp_path, job):
+    mp.spawn(_worker, args=(2, str(tmp_path), job), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def assert_close_trees(a, b, atol):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, case):
+    single = one_iteration(case)
+    ranks = on_two_ranks(tmp_path, case)
+    assert len(single["steps"]) == (2 if case == "sharing" else 1)
+    for rank in ranks:
+        assert len(rank["steps"]) == len(single["steps"])
+        for got, want in zip(rank["steps"], single["steps"], strict=True):
+            assert got["losses"].keys() == want["losses"].keys()
+            for k, v in want["losses"].items():
+                assert got["losses"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+            assert len(want["grads"]) > 4
+            assert_close_trees(got["grads"], want["grads"], atol=1e-5)
+        assert_close_trees(rank["method_state"], single["method_state"], atol=1e-6)
+    # the ranks hold the same averaged gradients: their optimizer steps stay in lock-step
+    for a, b in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):
+        assert all(torch.equal(a["grads"][k], b["grads"][k]) for k in a["grads"])
+
+
+def test_shared_miner_sees_the_global_batch(tmp_path):
+    """The Sharing Matters shared step mines triplets over both ranks' images: the count equals
+    one process's, and exceeds what one rank's half-batch could form."""
+    single = one_iteration("sharing")["steps"][1]["losses"]["shared_triplets"]
+    ranks = on_two_ranks(tmp_path, "sharing")
+    assert [r["steps"][1]["losses"]["shared_triplets"] for r in ranks] == [single, single]
+    assert single > 12  # one rank's half-batch holds 12 images (2 surrogate blocks)
+
+
+def test_evaluation_on_two_ranks_equals_one_process(tmp_path):
+    single = evaluation()
+    ranks = on_two_ranks(tmp_path, "evaluation")
+    for rank in ranks:
+        assert rank["embeddings"].shape == single["embeddings"].shape == (101, 16)
+        torch.testing.assert_close(rank["embeddings"], single["embeddings"], atol=1e-6,
+                                   rtol=1e-5)
+        assert torch.equal(rank["labels"], single["labels"])
+        assert rank["metrics"].keys() == single["metrics"].keys()
+        for k, v in single["metrics"].items():
+            assert rank["metrics"][k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_gather_by_index_orders_rows_and_refuses_lost_ones():
+    rows = torch.tensor([[2.0], [0.0], [1.0]])
+    out = distributed.gather_by_index(rows, torch.tensor([2, 0, 1]), 3)
+    assert out.flatten().tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(RuntimeError, match="lost or doubled"):
+        distributed.gather_by_index(rows, torch.tensor([2, 0, 0]), 3)
+
+
+# ---------------------------------------------------------------- whole runs, real processes
+# SGD: Adam's g / sqrt(v) turns float-rounding differences of near-zero gradients into
+# full-size steps, so Adam runs agree to float noise only where gradients are not ~0.
+RUN = ["digits-smoke", "--set", "model.freeze_bn=true", "--set", "eval.nmi=false",
+       "--set", "optim.name=sgd", "--set", "optim.lr=0.05",
+       "--set", "train.epochs=2", "--set", "train.batches_per_epoch=6",
+       "--set", "method.name=mdr", "--set", "train.checkpoint_every=0"]
+
+
+def dmlkit_train(root, name, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "dmlkit", "train", *RUN, "--set",
+                          f"run.root={root}", "--set", f"run.name={name}", *extra],
+                         env=env, cwd=root, text=True, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res
+
+
+def assert_same_run(a, b, metric_tol=1e-4):
+    wa, wb = load_weights(a / "model.safetensors"), load_weights(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=2e-5, rtol=1e-4, msg=lambda m, k=k: k + m)
+    ma = json.loads((a / "metrics.json").read_text())["final"]
+    mb = json.loads((b / "metrics.json").read_text())["final"]
+    for k, v in ma.items():
+        assert mb[k] == pytest.approx(v, abs=metric_tol), k
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    dmlkit_train(root, "one")
+    two = dmlkit_train(root, "two", "--devices", "2")
+    return root, two
+
+
+def test_devices_2_trains_the_same_model_as_one_process(runs):
+    root, two = runs
+    assert two.stdout.count("test metrics") == 1  # rank 0 alone reports
+    assert_same_run(root / "one", root / "two")
+    # rank 0 alone wrote: one header, one row per epoch
+    assert len((root / "two" / "metrics.csv").read_text().splitlines()) == 3
+    assert not list(root.glob("two-*"))  # one run directory, not one per rank
+
+
+def test_resume_with_a_different_number_of_ranks(runs):
+    """A 2-rank run cut back to its epoch-1 checkpoint, resumed on 1 process, ends as it did."""
+    root, _ = runs
+    cut = root / "cut"
+    shutil.copytree(root / "two", cut)
+    folder = CheckpointFolder(cut / "checkpoints")
+    for path in folder.files(2):
+        path.unlink()
+    for name in ("model.safetensors", "metrics.json"):
+        (cut / name).unlink()
+    assert folder.pairs() == [(1, 0)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "dmlkit", "train", "--resume", str(cut)],
+                         env=env, cwd=root, text=True, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "from state-0001.pt" in res.stdout
+    assert_same_run(root / "two", cut)
+    assert_same_run(root / "one", cut)
+
+
+def test_batch_not_divisible_by_ranks_is_a_config_error(tmp_path):
+    from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
+    from dmlkit.errors import ConfigError
+
+    sampler = MPerClassBatchSampler(np.repeat(np.arange(4), 10), 12, 4)
+    with pytest.raises(ConfigError, match="not divisible by 5 ranks"):
+        sampler.shard(0, 5)
+
+
+GUIDED = ["guided-small", "--set", "data.name=digits", "--set", "data.protocol=closed_set",
+          "--set", "data.image_size=16", "--set", "data.max_per_class=null",
+          "--set", "train.batches_per_epoch=5", "--set", "train.epochs=2",
+          "--set", "model.freeze_bn=true", "--set", "eval.nmi=false",
+          "--set", "method.guided.master_epochs=1", "--set", "optim.name=sgd",
+          "--set", "optim.lr=0.001"]
+
+
+def test_guided_targets_are_computed_once_and_shared_by_the_ranks(tmp_path):
+    """Rank 0 trains the master and caches the targets; rank 1 loads them; the student run
+    equals one process's."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, extra in (("one", []), ("two", ["--devices", "2"])):
+        res = subprocess.run([sys.executable, "-m", "dmlkit", "train", *GUIDED, "--set",
+                              f"run.root={tmp_path}", "--set", f"run.name={name}", *extra],
+                             env=env, cwd=tmp_path, text=True, capture_output=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        if extra:
+            assert res.stdout.count("master epoch 1/1") == 1  # trained on rank 0 only
+    for f in ("master/master.safetensors", "targets/master.safetensors"):
+        a, b = load_weights(tmp_path / "one" / f), load_weights(tmp_path / "two" / f)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # 2-d student embeddings: float-noise weight differences can swap one near-tied neighbour
+    assert_same_run(tmp_path / "one", tmp_path / "two", metric_tol=0.01)

@@ -1,0 +1,72 @@
+"""Mixed precision: the forward under autocast, float32 into every loss; fp16's gradient scaler
+skips overflowing steps instead of failing the run."""
+
+import functools
+
+import pytest
+import torch
+
+from dmlkit import config
+from dmlkit.config import HeadConfig, ModelConfig
+from dmlkit.engine import trainer as trainer_mod
+from dmlkit.engine.checkpoint import CheckpointFolder, load_state
+from dmlkit.engine.precision import MixedPrecisionView, training_view
+from dmlkit.engine.train import train
+from dmlkit.models.embedding_model import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def model(output="l2"):
+    return build_model(ModelConfig(backbone="small_cnn", head=HeadConfig(dim=8, output=output)),
+                       1, extra_heads={"shared": 4})
+
+
+def test_fp32_without_channels_last_is_the_model_itself():
+    m = model()
+    assert training_view(m, "fp32", torch.device("cpu")) is m
+
+
+@pytest.mark.parametrize("output", ["l2", "raw", "mean_distance"])
+def test_bf16_forward_hands_float32_to_the_losses(output):
+    m = model(output).train()
+    seen = []
+    m.backbone.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    view = training_view(m, "bf16", torch.device("cpu"), channels_last=True)
+    assert isinstance(view, MixedPrecisionView)
+    x = torch.randn(6, 1, 8, 8)
+    emb, heads = view(x), view.embed_heads(x)
+    assert seen == [torch.bfloat16, torch.bfloat16]  # the backbone ran in bf16
+    assert emb.dtype == torch.float32 and {v.dtype for v in heads.values()} == {torch.float32}
+    emb.sum().backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in m.parameters())
+    with torch.no_grad():  # close to the float32 forward
+        torch.testing.assert_close(emb, m(x), atol=0.1, rtol=0.05)
+
+
+def smoke(tmp_path, *overrides):
+    return config.load("digits-smoke", [f"run.root={tmp_path}", "eval.nmi=false", *overrides])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_train_and_checkpoint_the_scaler(tmp_path, precision):
+    run = train(smoke(tmp_path, f"train.precision={precision}", "run.name=amp"))
+    metrics = run.read_json("metrics.json")
+    assert metrics["final"]["map_at_r"] > 0
+    header = (run.path / "metrics.csv").read_text().splitlines()[0]
+    assert ("fp16_overflow_steps" in header) == (precision == "fp16")
+    folder = CheckpointFolder(run.checkpoints)
+    state = load_state(folder.files(*folder.pairs()[-1])[0])
+    assert state["scaler"]["scale"] if precision == "fp16" else not state["scaler"]
+
+
+def test_fp16_overflow_is_skipped_and_counted_not_fatal(tmp_path, monkeypatch):
+    """A huge initial loss scale overflows the fp16 gradients: the scaler skips those steps
+    and halves its scale until the steps fit."""
+    scaler = functools.partial(torch.amp.GradScaler, init_scale=2.0**26)
+    monkeypatch.setattr(trainer_mod.torch.amp, "GradScaler", scaler)
+    run = train(smoke(tmp_path, "train.precision=fp16", "run.name=overflow"))
+    rows = (run.path / "metrics.csv").read_text().splitlines()
+    col = rows[0].split(",").index("fp16_overflow_steps")
+    overflows = [int(r.split(",")[col]) for r in rows[1:]]
+    assert overflows[0] > 0 and sum(overflows) < 20  # 2 epochs x 10 batches: some steps ran
