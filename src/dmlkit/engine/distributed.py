@@ -29,11 +29,10 @@ BUCKET_BYTES = 25 * 2**20  # gradients are all-reduced in flat buckets of about 
 
 @dataclass(frozen=True)
 class DistInfo:
-    """This process's place: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+    """This process's place: ``rank`` of ``world_size``."""
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -48,8 +47,7 @@ def info() -> DistInfo:
     """The current process group's rank and size (rank 0 of 1 when none is initialized)."""
     if not (dist.is_available() and dist.is_initialized()):
         return DistInfo()
-    return DistInfo(dist.get_rank(), dist.get_world_size(),
-                    int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
 def launched() -> bool:

@@ -31,7 +31,7 @@ class MeanDistanceScaling(nn.Module):
         if not self.training:
             return x
         with torch.autocast(x.device.type, enabled=False):  # distances in float32 under AMP
-            x = x.float()
+            x = x.to(torch.promote_types(x.dtype, torch.float32))
             batch = gather(x)
             n = batch.shape[0]
             if n < 2:
