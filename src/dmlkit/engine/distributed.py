@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -25,6 +26,8 @@ from torch import Tensor
 from dmlkit.errors import ConfigError, TrainingError
 
 BUCKET_BYTES = 25 * 2**20  # gradients are all-reduced in flat buckets of about this size
+# ranks wait this long at a collective: covers rank 0 alone training Guided DML's master
+TIMEOUT = timedelta(minutes=60)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def init_from_env(device: str) -> tuple[DistInfo, torch.device]:
     else:
         target = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=TIMEOUT)
     return info(), target
 
 
