@@ -269,3 +269,13 @@ def test_guided_targets_are_computed_once_and_shared_by_the_ranks(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
     # 2-d student embeddings: float-noise weight differences can swap one near-tied neighbour
     assert_same_run(tmp_path / "one", tmp_path / "two", metric_tol=0.01)
+
+
+def test_benchmark_under_torchrun_is_refused(monkeypatch):
+    from typer.testing import CliRunner
+
+    from dmlkit.cli.app import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(app, ["benchmark", "fashion-mnist-cpu"])
+    assert result.exit_code != 0 and "not under torchrun" in str(result.exception)

@@ -27,11 +27,15 @@ def benchmark(
 
     Re-running continues: finished trials and finished fold runs are reused.
     """
+    from dmlkit.engine import distributed
     from dmlkit.engine.interrupt import TrainingInterrupted
     from dmlkit.errors import ConfigError
     from dmlkit.protocol.benchmark import run_benchmark
     from dmlkit.protocol.benchmark_config import load_benchmark_config
 
+    if distributed.launched():
+        raise ConfigError("dmlkit benchmark runs in one process (several machines share a "
+                          "study with --storage and --worker), not under torchrun")
     if stage not in ("all", "search", "final", "report"):
         raise ConfigError(f"--stage must be all, search, final or report, not {stage!r}")
     bench = load_benchmark_config(config)
