@@ -279,3 +279,14 @@ def test_benchmark_under_torchrun_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = CliRunner().invoke(app, ["benchmark", "fashion-mnist-cpu"])
     assert result.exit_code != 0 and "not under torchrun" in str(result.exception)
+
+
+def test_bn_train_mode_evaluation_is_refused_on_several_ranks(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "dmlkit", "train", *RUN, "--set",
+                          f"run.root={tmp_path}", "--set", "eval.bn_train_mode=true",
+                          "--devices", "2"], env=env, cwd=tmp_path, text=True,
+                         capture_output=True, timeout=300)
+    assert res.returncode == 2
+    assert "eval.bn_train_mode" in res.stderr and "needs one process" in res.stderr
+    assert "failed on rank(s)" in res.stderr

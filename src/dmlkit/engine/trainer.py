@@ -44,7 +44,7 @@ from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_si
 from dmlkit.engine.precision import training_view
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
-from dmlkit.errors import CheckpointError, DmlkitError, TrainingError
+from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_sharded
 from dmlkit.methods.base import Method
@@ -146,6 +146,9 @@ class Trainer:
         self.cfg, self.data, self.run, self.device = cfg, data, run, device
         self.dist = distributed.info()
         t = cfg.train
+        if self.dist.active and cfg.eval.bn_train_mode:
+            raise ConfigError("eval.bn_train_mode (BatchNorm batch statistics at evaluation) "
+                              "needs one process: each rank would normalize its own batches")
         if self.dist.active and t.sync_bn and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model, self.method = model.to(device), method.to(device)

@@ -47,8 +47,7 @@ def extract_sharded(
     """`extract_embeddings` split over the ranks of a torch.distributed group: rank r embeds
     the r-th contiguous block of samples, and every rank gets all rows back in dataset order,
     each sample exactly once (no padding duplicates). One process: `extract_embeddings`.
-
-    (With ``train_mode`` the BatchNorm batches differ from one process's.)
+    (``train_mode`` would normalize per-rank batches: the trainer refuses it with several ranks.)
     """
     world = distributed.info()
     if not world.active:
