@@ -170,14 +170,16 @@ def test_bad_benchmark_files_are_config_errors(tmp_path, change, message):
         load_benchmark_config(str(path))
 
 
-def test_shipped_benchmarks_load_and_resolve(tmp_path):
-    assert "fashion-mnist-cpu" in benchmark_names()
+@pytest.mark.parametrize("name, count, dataset", [("fashion-mnist-cpu", 7, "fashion-mnist"),
+                                                  ("cifar10-cpu", 5, "cifar10-jpeg")])
+def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset):
+    assert name in benchmark_names()
     with pytest.raises(ConfigError, match="fashion-mnist-cpu"):
         load_benchmark_config("no-such-benchmark")
-    bench = load_benchmark_config("fashion-mnist-cpu")
-    assert len(bench.methods) == 7 and bench.budget == "fashion-mnist-cv"
-    for name, spec in bench.methods.items():  # every method's fold config validates
-        cfg = bm.method_config(bench, name, {}, 1, 0)
-        assert cfg.data.name == "fashion-mnist" and cfg.data.protocol == "zero_shot"
+    bench = load_benchmark_config(name)
+    assert len(bench.methods) == count and bench.budget == name.replace("-cpu", "-cv")
+    for method, spec in bench.methods.items():  # every method's fold config validates
+        cfg = bm.method_config(bench, method, {}, 1, 0)
+        assert cfg.data.name == dataset and cfg.data.protocol == "zero_shot"
         assert cfg.train.batch_size // cfg.train.m_per_class <= 2  # a fold trains on 2 classes
         assert set(spec.search) >= {"optim.lr"}
