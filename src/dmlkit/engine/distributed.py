@@ -15,6 +15,7 @@ parameters, MDR levels) get ``dL/dbeta`` on every rank; their average is the sam
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,9 +24,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.errors import ConfigError, TrainingError
 
 BUCKET_BYTES = 25 * 2**20  # gradients are all-reduced in flat buckets of about this size
+# exit codes of a rank stopped by SIGINT/SIGTERM: 128 + n after its checkpoint (dmlkit's own
+# exit), or -n when the launcher's follow-up signal ended it
+STOP_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
 # ranks wait this long at a collective: covers rank 0 alone training Guided DML's master
 TIMEOUT = timedelta(minutes=60)
 
@@ -80,13 +85,20 @@ def init_from_env(device: str) -> tuple[DistInfo, torch.device]:
 
 def launch(nproc: int, args: list[str]) -> None:
     """Run ``args`` (``-m module ...`` or a script) in ``nproc`` processes on this machine
-    through torchrun's standalone rendezvous; a failed rank raises `TrainingError` naming it."""
+    through torchrun's standalone rendezvous. Ranks that stopped on SIGINT/SIGTERM (after
+    their checkpoint) raise `TrainingInterrupted`; any other failure a `TrainingError`
+    naming the ranks."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     try:
         run(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", *args]))
     except ChildFailedError as e:
+        codes = sorted(f.exitcode for f in e.failures.values())
+        if codes and all(c in STOP_CODES for c in codes):
+            signum = abs(codes[-1]) % 128  # a rank's own exit (128 + n) names the signal
+            raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name}; the resume "
+                                      "command is printed above", signum) from None
         ranks = ", ".join(str(f.local_rank) for f in e.failures.values())
         raise TrainingError(f"{nproc}-process training failed on rank(s) {ranks}; the "
                             "rank's own error is printed above") from None
