@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -20,6 +21,12 @@ def test_train_prints_untrained_and_trained(tmp_path):
     assert (tmp_path / "cli" / "metrics.json").is_file()
     res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "cli")])
     assert res.exit_code == 0 and "MAP@R" in res.output
+    res = CliRunner().invoke(app, ["reproduce", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    assert "original" in res.output and "reproduced" in res.output and "note" not in res.output
+    original, again = (json.loads((tmp_path / n / "metrics.json").read_text())["final"]
+                       for n in ("cli", "cli-reproduced"))
+    assert again == original  # same seed, one CPU process: exactly the same run
 
 
 @pytest.mark.parametrize("args,message", [

@@ -220,7 +220,20 @@ def test_devices_2_trains_the_same_model_as_one_process(runs):
     assert_same_run(root / "one", root / "two")
     # rank 0 alone wrote: one header, one row per epoch
     assert len((root / "two" / "metrics.csv").read_text().splitlines()) == 3
-    assert not list(root.glob("two-*"))  # one run directory, not one per rank
+    assert not list(root.glob("two-[0-9]*"))  # one run directory, not one per rank
+
+
+def test_reproduce_uses_the_original_number_of_processes(runs):
+    root, _ = runs
+    assert json.loads((root / "two" / "env.json").read_text())["world_size"] == 2
+    assert json.loads((root / "one" / "env.json").read_text())["world_size"] == 1
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "dmlkit", "reproduce", str(root / "two")],
+                         env=env, cwd=root, text=True, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("reproduction") == 1 and "note:" not in res.stdout
+    assert json.loads((root / "two-reproduced" / "env.json").read_text())["world_size"] == 2
+    assert_same_run(root / "two", root / "two-reproduced")
 
 
 def test_resume_with_a_different_number_of_ranks(runs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,32 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")
     _state["debug"] = debug
 
 
+def _is_rank0() -> bool:
+    """True in a single process and in rank 0 of a torchrun launch (the one that reports)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _relaunch(devices: int, command: list[str]) -> None:
+    """``dmlkit COMMAND`` again in ``devices`` processes through torchrun."""
+    from dmlkit.engine import distributed
+
+    distributed.launch(devices, ["-m", "dmlkit", *(["--debug"] if _state["debug"] else []),
+                                 *command])
+
+
+def _train_here(cfg, resume: Path | None):
+    """`dmlkit.engine.train.train` in this process (one rank of a launch, or the only one);
+    other ranks train silently. Leaves the process group afterwards."""
+    from dmlkit.engine import distributed
+    from dmlkit.engine.train import train as run_train
+
+    try:
+        return run_train(cfg, resume=resume,
+                         console=console if _is_rank0() else Console(quiet=True))
+    finally:
+        distributed.shutdown()
+
+
 @app.command()
 def train(
     config: Annotated[str, typer.Argument(help="preset name or YAML config file")] = "",
@@ -42,7 +69,6 @@ def train(
     from dmlkit import config as config_mod
     from dmlkit.cli.tables import metrics_table
     from dmlkit.engine import distributed
-    from dmlkit.engine.train import train as run_train
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
@@ -51,15 +77,10 @@ def train(
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []
-        distributed.launch(devices, ["-m", "dmlkit", *(["--debug"] if _state["debug"] else []),
-                                     "train", *args])
+        _relaunch(devices, ["train", *args])
         return
-    try:
-        run = run_train(cfg, resume=resume, console=console if not distributed.launched()
-                        or os.environ.get("RANK") == "0" else Console(quiet=True))
-    finally:
-        distributed.shutdown()
-    if os.environ.get("RANK", "0") != "0":
+    run = _train_here(cfg, resume)
+    if not _is_rank0():
         return
     results = run.read_json("metrics.json")
     rows = {k: results[k] for k in ("untrained", "final") if k in results}
@@ -115,19 +136,34 @@ def evaluate_embeddings(
 def reproduce(
     run_dir: Annotated[Path, typer.Argument(help="a run directory to train again")],
     name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
+    devices: Annotated[int | None, typer.Option(
+        min=1, help="processes (default: as many as the original run used)")] = None,
 ):
     """Train again from a run's resolved config (same seed) and compare the metrics."""
     from dmlkit import config as config_mod
     from dmlkit.cli.tables import metrics_table
+    from dmlkit.engine import distributed
     from dmlkit.engine.run_dir import RunDir
-    from dmlkit.engine.train import train as run_train
 
     old = RunDir(run_dir)
     if not old.config_path.is_file():
         raise DmlkitError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = config_mod.load(str(old.config_path))
     cfg.run.name = name or f"{old.path.name}-reproduced"
-    new = run_train(cfg, console=console)
+    env_path = old.path / "env.json"
+    original = json.loads(env_path.read_text()).get("world_size", 1) if env_path.is_file() else 1
+    devices = devices or original
+    if devices > 1 and not distributed.launched():
+        _relaunch(devices, ["reproduce", str(run_dir), "--name", cfg.run.name,
+                            "--devices", str(devices)])
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) != original and _is_rank0():
+        console.print(f"note: the original run used {original} process(es); float rounding "
+                      "then differs, and runs with discrete choices (miners, MDR) drift apart "
+                      "(docs/distributed.md)", style="yellow")
+    new = _train_here(cfg, None)
+    if not _is_rank0():
+        return
     rows = {"original": old.read_json("metrics.json").get("final", {}),
             "reproduced": new.read_json("metrics.json")["final"]}
     console.print(metrics_table(rows, "reproduction"))

@@ -15,6 +15,7 @@ import torch
 
 from dmlkit import config as config_mod
 from dmlkit.config import Config
+from dmlkit.engine import distributed
 from dmlkit.engine.checkpoint import atomic_write_bytes
 
 PACKAGES = ("dmlkit", "torch", "torchvision", "timm", "pytorch-metric-learning", "faiss-cpu",
@@ -22,7 +23,7 @@ PACKAGES = ("dmlkit", "torch", "torchvision", "timm", "pytorch-metric-learning",
 
 
 def environment(seed: int) -> dict:
-    """Package versions, Python, platform and hardware of this process."""
+    """Package versions, Python, platform, hardware and process count of this process."""
     versions = {}
     for p in PACKAGES:
         try:
@@ -35,6 +36,7 @@ def environment(seed: int) -> dict:
         "platform": platform.platform(),
         "cpu_count": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "world_size": distributed.info().world_size,
         "packages": versions,
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
