@@ -4,6 +4,10 @@ The trainer owns the loop, optimizer, schedule, checkpoints and evaluation; a me
 losses, miners, regularizers and their state. Per iteration the trainer draws one batch from
 each of the method's streams and calls ``steps``; every yielded dict of named losses is one
 optimizer step (``"loss"`` is back-propagated, every entry is logged).
+
+Under torch.distributed ``steps`` receives this rank's slice of each global batch; a method
+passes embeddings, labels and sample indices through `dmlkit.engine.distributed.gather` before
+its miners and losses, so they see the global batch (identity on one process).
 """
 
 from __future__ import annotations
