@@ -23,10 +23,9 @@ from dmlkit.data.build import build_data
 from dmlkit.engine import distributed
 from dmlkit.engine.checkpoint import CheckpointFolder, load_weights
 from dmlkit.engine.seed import seed_everything
-from dmlkit.engine.train import method_heads
+from dmlkit.engine.train import build_components
 from dmlkit.engine.trainer import evaluate_model
 from dmlkit.evaluation.extract import extract_sharded
-from dmlkit.methods.build import build_method
 from dmlkit.models.embedding_model import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,10 +60,7 @@ def one_iteration(case):
     averaging over ranks, and the method's state (e.g. MDR statistics) afterwards."""
     cfg = case_config(case)
     place = distributed.info()
-    seed_everything(cfg.train.seed)
-    data = build_data(cfg.data, cfg.train.seed)
-    method = build_method(cfg, data.splits.train.classes)
-    model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    data, method, model = build_components(cfg)
     batches = {}
     for name, sampler in method.batch_samplers(data.splits.train.labels, cfg.train).items():
         sampler.shard(place.rank, place.world_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -150,8 +149,8 @@ def reproduce(
         raise DmlkitError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = config_mod.load(str(old.config_path))
     cfg.run.name = name or f"{old.path.name}-reproduced"
-    env_path = old.path / "env.json"
-    original = json.loads(env_path.read_text()).get("world_size", 1) if env_path.is_file() else 1
+    env = old.read_json("env.json") if (old.path / "env.json").is_file() else {}
+    original = env.get("world_size", 1)
     devices = devices or original
     if devices > 1 and not distributed.launched():
         _relaunch(devices, ["reproduce", str(run_dir), "--name", cfg.run.name,

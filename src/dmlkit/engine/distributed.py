@@ -110,15 +110,20 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def _from_all_ranks(x: Tensor) -> Tensor:
+    """Every rank's ``x`` (same shape everywhere) concatenated along dim 0 in rank order."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather along dim 0; backward: the sum over ranks of the gathered gradient, sliced."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:
         ctx.rank, ctx.n = dist.get_rank(), len(x)
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
+        return _from_all_ranks(x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
@@ -132,11 +137,7 @@ def gather(x: Tensor) -> Tensor:
     order; gradients flow back to the owning rank. Identity without a process group."""
     if not info().active:
         return x
-    if x.requires_grad:
-        return _GatherWithGrad.apply(x)
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
+    return _GatherWithGrad.apply(x) if x.requires_grad else _from_all_ranks(x)
 
 
 def average_gradients(params: list[Tensor]) -> None:
@@ -174,20 +175,14 @@ def gather_by_index(values: Tensor, indices: Tensor, total: int) -> Tensor:
     home = values.device
     if info().active:
         values, indices = values.to(_comm_device()), indices.to(_comm_device())
-        count = torch.tensor([len(values)], device=values.device)
-        counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
-        dist.all_gather(counts, count)
-        width = int(max(c.item() for c in counts))
+        width = int(_from_all_ranks(torch.tensor([len(values)], device=values.device)).max())
         padded = values.new_zeros((width, *values.shape[1:]))
         padded[: len(values)] = values
         pad_idx = indices.new_full((width,), -1)
         pad_idx[: len(indices)] = indices
-        parts = [torch.empty_like(padded) for _ in counts]
-        idx_parts = [torch.empty_like(pad_idx) for _ in counts]
-        dist.all_gather(parts, padded)
-        dist.all_gather(idx_parts, pad_idx)
-        keep = torch.cat(idx_parts) >= 0
-        values, indices = torch.cat(parts)[keep], torch.cat(idx_parts)[keep]
+        all_idx = _from_all_ranks(pad_idx)
+        keep = all_idx >= 0
+        values, indices = _from_all_ranks(padded)[keep], all_idx[keep]
     if len(indices) != total or not torch.equal(indices.sort().values,
                                                 torch.arange(total, device=indices.device)):
         raise RuntimeError(f"gathered {len(indices)} rows for {total} samples (lost or doubled)")

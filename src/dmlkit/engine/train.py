@@ -8,14 +8,15 @@ from rich.console import Console
 
 from dmlkit import config as config_mod
 from dmlkit.config import Config
-from dmlkit.data.build import build_data
+from dmlkit.data.build import DataBundle, build_data
 from dmlkit.engine import distributed
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
 from dmlkit.errors import CheckpointError
+from dmlkit.methods.base import Method
 from dmlkit.methods.build import build_method
-from dmlkit.models.embedding_model import build_model
+from dmlkit.models.embedding_model import EmbeddingModel, build_model
 
 
 def train(cfg: Config, resume: Path | None = None, console: Console | None = None) -> RunDir:
@@ -39,10 +40,7 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
         place, device = distributed.init_from_env(cfg.train.device)
     else:
         place, device = distributed.info(), resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    data = build_data(cfg.data, cfg.train.seed)
-    method = build_method(cfg, data.splits.train.classes)
-    model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    data, method, model = build_components(cfg)
     if run is None:
         created = str(RunDir.create(cfg).path) if place.is_main else None
         run = RunDir(Path(distributed.broadcast_object(created)))
@@ -51,6 +49,16 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
         trainer.resume()
     trainer.fit()
     return run
+
+
+def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
+    """Data, method and model of ``cfg`` as every run starts: seeded, the model at its
+    initial weights (the same RNG draws in the same order, so the same weights)."""
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = build_data(cfg.data, cfg.train.seed)
+    method = build_method(cfg, data.splits.train.classes)
+    model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    return data, method, model
 
 
 def method_heads(cfg: Config) -> dict:

@@ -251,7 +251,7 @@ class Trainer:
         self.epoch, self.best, self.bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
         self.batch = state.get("batch", 0)
         self.iteration = state.get("iteration", 0)
-        self.current = state.get("current_epoch", _empty_epoch())
+        self.current = {**_empty_epoch(), **state.get("current_epoch", {})}
         self.skipped = [list(s) for s in state.get("skipped", [])]
         self.results.update(state["results"])
         self._rng = state.get("rng") or {"torch": state["torch_rng"]}
@@ -324,8 +324,7 @@ class Trainer:
             mean = cur["sums"].get("loss", math.nan) / max(cur["steps"], 1)
             progress.update(task, advance=1, info=f"loss {mean:.4f}  "
                             f"{cur['images'] / max(cur['seconds'], 1e-9):.0f} img/s")
-            if stop is not None and distributed.any_rank(stop.requested is not None):
-                stop.requested = stop.requested or signal.SIGTERM  # another rank's signal
+            if stop is not None and self._stop_requested(stop):
                 self.save_checkpoint()
                 raise self._interrupted(stop)
             if every and self.iteration % every == 0 and self.batch < n_iter:
@@ -339,7 +338,7 @@ class Trainer:
         if self.cfg.train.skip_nonfinite:
             out["skipped_steps"] = cur["skipped"]
         if self.scaler.is_enabled():
-            out["fp16_overflow_steps"] = cur.get("overflows", 0)
+            out["fp16_overflow_steps"] = cur["overflows"]
         return out
 
     def _step(self, losses: dict[str, torch.Tensor], batches: dict, it: int) -> None:
@@ -362,7 +361,7 @@ class Trainer:
                 if self.scaler.is_enabled():
                     self.scaler.step(self.optimizer)  # skipped: inf found while unscaling
                     self.scaler.update()
-                    self.current["overflows"] = self.current.get("overflows", 0) + 1
+                    self.current["overflows"] += 1
                     return
                 bad = "gradient"
         if bad is not None:
@@ -388,6 +387,15 @@ class Trainer:
         sums = self.current["sums"]
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
+
+    @staticmethod
+    def _stop_requested(stop: StopOnSignal) -> bool:
+        """Whether a signal reached any rank; then ``stop.requested`` names one on every rank
+        (SIGTERM where the signal reached another rank)."""
+        if not distributed.any_rank(stop.requested is not None):
+            return False
+        stop.requested = stop.requested or signal.SIGTERM
+        return True
 
     def _interrupted(self, stop: StopOnSignal) -> TrainingInterrupted:
         where = (f"epoch {self.epoch + 1}, iteration {self.batch}" if self.batch
@@ -430,8 +438,7 @@ class Trainer:
                 if self.dist.is_main:
                     self.run.append_metrics(row)
                 self.save_checkpoint()
-                if distributed.any_rank(stop.requested is not None):
-                    stop.requested = stop.requested or signal.SIGTERM
+                if self._stop_requested(stop):
                     raise self._interrupted(stop)
                 if self._early_stopped():
                     self.console.print(f"early stop after epoch {self.epoch}")

@@ -16,13 +16,12 @@ from typing import Any
 import torch
 
 from dmlkit.config import Config, EvalConfig
-from dmlkit.data.build import DataBundle, build_data
-from dmlkit.engine.seed import resolve_device, seed_everything
-from dmlkit.engine.train import method_heads
+from dmlkit.data.build import DataBundle
+from dmlkit.engine.seed import resolve_device
+from dmlkit.engine.train import build_components
 from dmlkit.evaluation import concatenate_normalized, evaluate
 from dmlkit.evaluation.extract import extract_embeddings
-from dmlkit.methods.build import build_method
-from dmlkit.models.embedding_model import EmbeddingModel, build_model
+from dmlkit.models.embedding_model import EmbeddingModel
 from dmlkit.protocol.aggregate import mean_ci
 from dmlkit.serve.load import load_run
 
@@ -102,15 +101,9 @@ def evaluate_fold_models(run_dirs: Sequence[Path]) -> tuple[dict[str, Any], dict
 def evaluate_untrained(cfgs: Sequence[Config]) -> dict[str, Any]:
     """`ensemble_metrics` of the fold models of ``cfgs`` at initialization (the untrained
     baseline: each model built exactly as `dmlkit.engine.train.train` builds it before the
-    first step, with its own seed), on the test split of the first config."""
-    models, data = [], None
-    for cfg in cfgs:
-        seed_everything(cfg.train.seed, cfg.train.deterministic)
-        fold_data = build_data(cfg.data, cfg.train.seed)
-        build_method(cfg, fold_data.splits.train.classes)  # consumes the RNG as in training
-        models.append(build_model(cfg.model, fold_data.in_channels, **method_heads(cfg)).eval())
-        data = data or fold_data
-    return _fold_ensemble(cfgs[0], data, models)[0]
+    first step, with its own seed: `build_components`), on the test split of the first config."""
+    built = [build_components(cfg) for cfg in cfgs]
+    return _fold_ensemble(cfgs[0], built[0][0], [model.eval() for _, _, model in built])[0]
 
 
 def summarize(seed_results: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
