@@ -27,6 +27,7 @@ from dmlkit.engine.train import build_components
 from dmlkit.engine.trainer import evaluate_model
 from dmlkit.evaluation.extract import extract_sharded
 from dmlkit.models.embedding_model import build_model
+from numeric import assert_close_scaled, assert_trees_close
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,12 +115,6 @@ def on_two_ranks(tmp_path, job):
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 
-def assert_close_trees(a, b, atol):
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, case):
     single = one_iteration(case)
@@ -132,8 +127,10 @@ def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, 
             for k, v in want["losses"].items():
                 assert got["losses"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
             assert len(want["grads"]) > 4
-            assert_close_trees(got["grads"], want["grads"], atol=1e-5)
-        assert_close_trees(rank["method_state"], single["method_state"], atol=1e-6)
+            # one scale for all gradients of the step: a bias whose true gradient is 0 (MDR's
+            # mean-distance scaling is translation invariant) holds only rounding noise
+            assert_trees_close(got["grads"], want["grads"], rel=2e-4)
+        assert_trees_close(rank["method_state"], single["method_state"], rel=1e-5)
     # the ranks hold the same averaged gradients: their optimizer steps stay in lock-step
     for a, b in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):
         assert all(torch.equal(a["grads"][k], b["grads"][k]) for k in a["grads"])
@@ -153,8 +150,7 @@ def test_evaluation_on_two_ranks_equals_one_process(tmp_path):
     ranks = on_two_ranks(tmp_path, "evaluation")
     for rank in ranks:
         assert rank["embeddings"].shape == single["embeddings"].shape == (101, 16)
-        torch.testing.assert_close(rank["embeddings"], single["embeddings"], atol=1e-6,
-                                   rtol=1e-5)
+        assert_close_scaled(rank["embeddings"], single["embeddings"])
         assert torch.equal(rank["labels"], single["labels"])
         assert rank["metrics"].keys() == single["metrics"].keys()
         for k, v in single["metrics"].items():
@@ -194,8 +190,8 @@ def dmlkit_train(root, name, *extra):
 def assert_same_run(a, b, metric_tol=1e-4):
     wa, wb = load_weights(a / "model.safetensors"), load_weights(b / "model.safetensors")
     assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=2e-5, rtol=1e-4, msg=lambda m, k=k: k + m)
+    for k in wa:  # each weight tensor at its own scale
+        assert_close_scaled(wa[k], wb[k], rel=1e-4, msg=k)
     ma = json.loads((a / "metrics.json").read_text())["final"]
     mb = json.loads((b / "metrics.json").read_text())["final"]
     for k, v in ma.items():

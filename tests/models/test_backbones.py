@@ -7,6 +7,7 @@ from dmlkit.errors import ConfigError
 from dmlkit.models.backbones import build_backbone
 from dmlkit.models.embedding_model import build_model
 from dmlkit.models.heads import EmbeddingHead
+from numeric import assert_close_scaled
 
 
 @pytest.mark.parametrize("name,channels,size", [
@@ -46,7 +47,7 @@ def test_two_heads_and_concatenated_retrieval():
     heads = model.embed_heads(x)
     assert set(heads) == {"embedding", "shared"} and heads["shared"].shape == (3, 4)
     expected = torch.cat([F.normalize(heads["embedding"], dim=1), heads["shared"]], dim=1)
-    assert torch.allclose(model(x), expected, atol=1e-6)
+    assert_close_scaled(model(x), expected)
 
 
 def test_freeze_bn_keeps_running_statistics():

@@ -3,7 +3,6 @@
 import shutil
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -12,6 +11,7 @@ from dmlkit.errors import CheckpointError, ConfigError, DataError
 from dmlkit.serve.embeddings_file import load_embeddings_file
 from dmlkit.serve.image_listing import list_images
 from dmlkit.serve.load import load_run
+from numeric import assert_close_scaled
 
 
 def invoke(*args):
@@ -37,7 +37,7 @@ def test_embed_writes_embeddings_labels_and_paths(run_dir, digits_folder, tmp_pa
     listing = list_images(digits_folder)
     assert f.paths == listing.relative and f.labels.tolist() == listing.labels.tolist()
     expected = load_run(run_dir).embed(listing.paths, progress=False)
-    torch.testing.assert_close(f.embeddings, expected, atol=1e-6, rtol=0)
+    assert_close_scaled(f.embeddings, expected)
     assert f.meta["fingerprint"] == load_run(run_dir).fingerprint
 
 
