@@ -60,7 +60,7 @@ class Block(NamedTuple):
     stride: int = 1
 
 
-# Table 1 of the paper as ported (channel numbers of the checkpoint).
+# The block table of the paper (Ioffe & Szegedy 2015, Figure 5) with the checkpoint's channels.
 BLOCKS = (
     Block("3a", 64, 64, 64, 64, 96, "avg", 32),
     Block("3b", 64, 64, 96, 64, 96, "avg", 64),
