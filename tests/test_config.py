@@ -71,3 +71,14 @@ def test_every_preset_builds_its_method(name):
 def test_parameter_dicts_are_replaced_not_merged():
     cfg = config.load("margin-small")
     assert "margin" not in cfg.method.loss.miner_params  # parent used TripletMarginMiner
+
+
+@pytest.mark.parametrize("name", config.preset_names())
+def test_bn_inception_presets_feed_it_bgr_255(name):
+    cfg = config.load(name)
+    if name.startswith("mdr-paper-") or name == "mlrc":  # the papers' trunk
+        assert cfg.model.backbone == "bninception"
+        assert cfg.model.pretrained and cfg.model.freeze_bn
+    if cfg.model.backbone == "bninception":
+        assert cfg.data.transform.endswith("_bninception")
+        assert (cfg.data.eval_transform or "_bninception").endswith("_bninception")

@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 import dmlkit
+from dmlkit import config
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.digits import load_digits
 from dmlkit.data.transforms import build_transform
@@ -141,3 +143,16 @@ def test_fingerprint_is_the_weights_sha256(loaded, run_dir):
 
     assert loaded.fingerprint == hashlib.sha256(
         (run_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_loading_a_run_fetches_no_imagenet_weights(run_dir, tmp_path):
+    """A run's own weights replace the backbone's: ``model.pretrained`` is not acted upon."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = config.load(str(copy / "config.yaml"), ["model.pretrained=true"])
+    config.save(cfg, copy / "config.yaml")  # small_cnn would raise "has no pretrained weights"
+    run = load_run(copy)
+    assert run.cfg.model.pretrained
+    assert all(torch.equal(a, b) for a, b in zip(
+        run.model.state_dict().values(), load_run(run_dir).model.state_dict().values(),
+        strict=True))

