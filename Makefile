@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-kernels install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# Tests that compare numbers computed along two paths (ranks vs one process, resume vs
+# uninterrupted, export vs eager, precision, losses/methods vs brute force), re-run under other
+# CPU kernel levels: each level sums in another order, as another machine's CPU would.
+KERNEL_TESTS := tests/engine tests/losses tests/methods tests/miners tests/models \
+	tests/evaluation tests/serve/test_export.py tests/serve/test_embed.py
+CAPS ?= default avx2
+test-kernels: $(STAMP)
+	for cap in $(CAPS); do echo "== ATEN_CPU_CAPABILITY=$$cap"; \
+		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q $(KERNEL_TESTS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs
