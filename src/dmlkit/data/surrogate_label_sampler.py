@@ -5,9 +5,9 @@ seeded permutation of the dataset (no image twice within an epoch), cuts it into
 cuts every batch into blocks of ``m`` consecutive images. Block k gets a surrogate label s_k
 drawn uniformly from {0..L-1} excluding s_{k-1} and s_{k-2} (L = ``num_surrogate_labels``), the
 chain running across batch boundaries and on from one epoch into the next (the official
-``RandomizedDataset_wLabel`` keeps its label state in the dataset object, which is not reset between
-epochs), starting with nothing excluded at epoch 0. A surrogate "class" is thus ``m`` random
-images, almost always of different ground-truth classes.
+``RandomizedDataset_wLabel`` keeps its label state in the dataset object; without DataLoader
+workers it runs on across epochs), starting with nothing excluded at epoch 0. A surrogate
+"class" is thus ``m`` random images, almost always of different ground-truth classes.
 """
 
 from __future__ import annotations
