@@ -45,6 +45,11 @@ class DataConfig(Section):
     eval_transform: str | None = Field(
         None, description="a different eval transform preset (default: as training)"
     )
+    stream_transforms: dict[str, str] = Field(
+        default_factory=dict,
+        description="training transform preset of a named stream, e.g. {shared: sharing_noflip} "
+        "(streams not named: transform)",
+    )
     image_size: int | None = Field(None, ge=8)
     on_bad_image: Literal["fail", "skip"] = "fail"
     num_workers: int = Field(0, ge=0)
@@ -62,6 +67,9 @@ class ModelConfig(Section):
 
     backbone: str = "small_cnn"
     pretrained: bool = False
+    weights: str | None = Field(
+        None, description="torchvision weights enum name, e.g. IMAGENET1K_V1 (default: DEFAULT)"
+    )
     freeze_bn: bool = False
     head: HeadConfig = Field(default_factory=HeadConfig)
 
@@ -104,7 +112,9 @@ class SharingConfig(Section):
     )
     decorrelation_weight: float = Field(500.0, ge=0, description="disw")
     regressor_hidden: int = Field(512, ge=1)
-    regressor_lr: float = Field(1e-5, gt=0)
+    regressor_lr: float | None = Field(
+        None, gt=0, description="regressor lr (default: optim.lr, as the official code)"
+    )
     regressor_weight_decay: float = Field(1e-6, ge=0)
     combined_step: bool = False
     retrieval: Literal["class", "concat"] = "class"

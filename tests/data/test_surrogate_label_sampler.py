@@ -61,6 +61,29 @@ def test_three_labels_force_a_cycle():
     assert sorted(chain[:3]) == [0, 1, 2]
 
 
+def test_label_chain_continues_across_epochs():
+    """Official RandomizedDataset_wLabel keeps one label chain through all epochs: with 3 labels
+    every block's label is forced by the two before it, across epoch boundaries too."""
+    sampler = SurrogateLabelBatchSampler(60, 6, m=2, num_surrogate_labels=3, seed=0)
+    chain = torch.cat([torch.cat(epoch_stream(sampler, e)[1])[::2] for e in range(4)]).tolist()
+    assert len(chain) == 4 * 30
+    assert all(chain[k] == chain[k % 3] for k in range(len(chain)))
+
+
+def test_continued_chain_is_a_pure_function_of_seed_and_epoch():
+    """A sampler set straight to epoch e (a resume) draws what one run through 0..e draws."""
+    def labels(sampler, epoch):
+        return torch.cat(epoch_stream(sampler, epoch)[1]).tolist()
+
+    run_through = SurrogateLabelBatchSampler(100, 20, m=4, num_surrogate_labels=196, seed=4)
+    stream = [labels(run_through, e) for e in range(6)]
+    for e in range(1, 6):  # across each boundary: the new epoch's first block avoids the last two
+        assert stream[e][0] not in (stream[e - 1][-1], stream[e - 1][-5])
+    jumped = SurrogateLabelBatchSampler(100, 20, m=4, num_surrogate_labels=196, seed=4)
+    assert labels(jumped, 5) == stream[5]
+    assert labels(jumped, 3) == stream[3]  # going back after a jump
+
+
 def test_labels_roughly_uniform():
     sampler = SurrogateLabelBatchSampler(40_000, 100, m=4, num_surrogate_labels=10, seed=0)
     chain = torch.cat(epoch_stream(sampler, 0)[1])[::4]

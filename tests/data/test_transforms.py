@@ -43,3 +43,33 @@ def test_bninception_is_bgr_255_mean_subtracted():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown transform"):
         build_transform("nope", True)
+
+
+def _left_to_right(transform, draws: int = 60) -> list[bool]:
+    """Whether each of ``draws`` outputs of a horizontal ramp still increases left to right.
+
+    Crops, resizes and the per-channel normalization keep a ramp increasing; a flip reverses it.
+    """
+    ramp = np.tile(np.linspace(0, 255, 96).astype(np.uint8)[None, :, None], (80, 1, 3))
+    im = Image.fromarray(ramp)
+    torch.manual_seed(0)
+    outs = [transform(im) for _ in range(draws)]
+    return [bool((y[:, :, -1] > y[:, :, 0]).all()) for y in outs]
+
+
+def test_noflip_shared_stream_transform_never_flips():
+    """Official datasets.py RandomizedDataset_wLabel: RandomResizedCrop(224), no flip."""
+    noflip = build_transform("sharing_noflip", True)
+    assert all(_left_to_right(noflip))
+    flipping = _left_to_right(build_transform("sharing", True))  # the class stream flips
+    assert 10 < flipping.count(False) < 50
+    assert build_transform("sharing_noflip", False)(Image.new("RGB", (300, 260))).shape == \
+        (3, 224, 224)  # eval: as sharing
+
+
+@pytest.mark.parametrize("name", ["cifar_noflip", "sharing_bninception_noflip", "small_aug_noflip"])
+def test_noflip_suffix_applies_to_any_preset(name):
+    ops = build_transform(name, True, 32, 3).transforms
+    assert not any(type(op).__name__ == "RandomHorizontalFlip" for op in ops)
+    base = build_transform(name.removesuffix("_noflip"), True, 32, 3).transforms
+    assert len(base) == len(ops) + 1

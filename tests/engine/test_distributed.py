@@ -66,7 +66,7 @@ def one_iteration(case):
     for name, sampler in method.batch_samplers(data.splits.train.labels, cfg.train).items():
         sampler.shard(place.rank, place.world_size)
         sampler.set_epoch(0)
-        batches[name] = next(iter(DataLoader(data.train, batch_sampler=sampler)))
+        batches[name] = next(iter(DataLoader(data.stream(name), batch_sampler=sampler)))
     model.train()
     method.train()
     params = dict(model.named_parameters()) | {

@@ -5,8 +5,10 @@ import torch
 
 from dmlkit import config
 from dmlkit.engine.checkpoint import load_state, load_weights, save_state
-from dmlkit.engine.train import train
-from dmlkit.errors import CheckpointError, TrainingError
+from dmlkit.engine.run_dir import RunDir
+from dmlkit.engine.train import build_components, train
+from dmlkit.engine.trainer import Trainer
+from dmlkit.errors import CheckpointError, ConfigError, TrainingError
 from dmlkit.methods.metric import MetricMethod
 
 
@@ -81,3 +83,28 @@ def test_an_existing_run_is_never_reused(tmp_path):
     second = train(smoke(tmp_path, "run.name=same", "train.epochs=1"))
     assert first.path.name == "same" and second.path.name == "same-2"
     assert len((first.path / "metrics.csv").read_text().splitlines()) == 2
+
+
+def _sharing_trainer(tmp_path, streams: str) -> Trainer:
+    cfg = config.load("sharing-small", [
+        f"run.root={tmp_path}", "data.name=digits", "data.image_size=8", "data.transform=small",
+        f"data.stream_transforms={streams}", "train.batch_size=24", "train.m_per_class=6",
+        "method.sharing.num_surrogate_labels=12"])
+    data, method, model = build_components(cfg)
+    return Trainer(cfg, data, model, method, RunDir.create(cfg), torch.device("cpu"))
+
+
+def test_each_stream_reads_the_training_set_with_its_own_transform(tmp_path):
+    trainer = _sharing_trainer(tmp_path, "{shared: small_aug_noflip}")
+    loaders = trainer._loaders()
+    shared = trainer.data.train_streams["shared"]
+    assert loaders["shared"].dataset is shared and loaders["class"].dataset is trainer.data.train
+    assert shared.transform is not trainer.data.train.transform
+    assert "RandomCrop" in repr(shared.transform) and "Flip" not in repr(shared.transform)
+    assert "RandomCrop" not in repr(trainer.data.train.transform)
+
+
+def test_a_stream_transform_for_no_stream_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"names stream\(s\) sahred; this method's streams: "
+                       r"class, shared"):
+        _sharing_trainer(tmp_path, "{sahred: small_aug_noflip}")

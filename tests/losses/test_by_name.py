@@ -108,3 +108,50 @@ def test_dmlkit_prefix_builds_dmlkits_miner():
     # without the prefix the name is PML's class of the same name
     pml = build_miner(LossConfig(miner="DistanceWeightedMiner", miner_params={}))
     assert isinstance(pml, miners.DistanceWeightedMiner)
+
+
+def _margin_case() -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Four triplets on the unit circle with chosen chord distances (beta 1.2, margin 0.2: the
+    positive term is active when d_ap > 1.0, the negative term when d_an < 1.4): both active,
+    only the positive, only the negative, neither."""
+    d_ap = torch.tensor([1.2, 1.1, 0.5, 0.5])
+    d_an = torch.tensor([1.0, 1.6, 1.3, 1.8])
+    angle = lambda d: 2 * torch.asin(d / 2)  # noqa: E731  chord length d -> angle
+    points = torch.stack([torch.zeros(4), angle(d_ap), -angle(d_an)], dim=1).flatten()
+    embeddings = torch.stack([points.cos(), points.sin()], dim=1)
+    idx = torch.arange(4) * 3
+    labels = torch.tensor([0, 0, 1] * 4)
+    return embeddings, labels, (idx, idx + 1, idx + 2)
+
+
+def _official_margin_loss(embeddings, triplets, beta=1.2, margin=0.2) -> tuple[torch.Tensor, int]:
+    """Official losses.py MarginLoss / MarginLoss_noise: sum of the terms divided by the number of
+    triplets with at least one active term ((pos > 0) + (neg > 0) on bool tensors: OR)."""
+    a, p, n = triplets
+    pos = torch.relu((embeddings[a] - embeddings[p]).norm(dim=1) - beta + margin)
+    neg = torch.relu(beta - (embeddings[a] - embeddings[n]).norm(dim=1) + margin)
+    active = (pos > 0) | (neg > 0)
+    assert (pos > 0).tolist() == [True, True, False, False]  # the hand-built case is as intended
+    assert (neg > 0).tolist() == [True, False, True, False]
+    return (pos + neg).sum() / active.sum(), int(active.sum())
+
+
+@pytest.mark.parametrize(("reducer", "divisor"), [("AvgNonZeroReducer", 3), (None, 4)])
+def test_margin_loss_normalization_official_and_pml(reducer, divisor):
+    """Official: / triplets with an active term (3); PML's default: / active terms (2+1+1 = 4)."""
+    embeddings, labels, triplets = _margin_case()
+    official, active = _official_margin_loss(embeddings, triplets)
+    cfg = LossConfig(name="MarginLoss", params={"margin": 0.2, "beta": 1.2, "learn_beta": True},
+                     reducer=reducer, miner=None)
+    loss = build_loss(cfg, num_classes=2, embedding_size=2)(embeddings, labels, triplets)
+    expected = official * active / divisor
+    assert active == 3
+    assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_official_margin_normalization_of_no_active_triplet_is_zero():
+    embeddings, labels, triplets = _margin_case()
+    last = tuple(t[3:] for t in triplets)  # the triplet with neither term active
+    cfg = LossConfig(name="MarginLoss", params={"margin": 0.2, "beta": 1.2},
+                     reducer="AvgNonZeroReducer", miner=None)
+    assert build_loss(cfg, 1, 2)(embeddings, labels, last).item() == 0.0

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchvision.transforms import v2
 
+from dmlkit import config
 from dmlkit.config import (
     Config,
     HeadConfig,
@@ -15,6 +17,7 @@ from dmlkit.config import (
 )
 from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
 from dmlkit.data.surrogate_label_sampler import SurrogateLabelBatchSampler
+from dmlkit.data.transforms import build_transform
 from dmlkit.engine.trainer import build_optimizer
 from dmlkit.methods.build import build_method
 from dmlkit.methods.sharing import SharingMethod
@@ -110,7 +113,9 @@ def test_two_optimizer_steps_change_every_parameter_group(images):
     optimizer = build_optimizer(cfg, model, method)
     names = {g["name"]: g for g in optimizer.param_groups}
     assert set(names) == {"model", "regressor", "loss", "shared_loss"}
-    assert names["regressor"]["lr"] == 1e-5 and names["regressor"]["weight_decay"] == 1e-6
+    # official main_shared_features.py: the regressor (AdvLoss) trains at the model's lr
+    assert names["regressor"]["lr"] == names["model"]["lr"] == 1e-3
+    assert names["regressor"]["weight_decay"] == 1e-6
     assert names["loss"]["params"] == [method.class_loss.beta]
     assert names["shared_loss"]["params"] == [method.shared_loss.beta]
     for name in ("loss", "shared_loss"):  # the shared loss has no lr of its own: the class one's
@@ -133,6 +138,13 @@ def test_two_optimizer_steps_change_every_parameter_group(images):
     used = method.shared_sampler.surrogate_labels(0).unique()
     moved = (before["shared_beta"] != method.shared_loss.beta.detach()).nonzero().flatten()
     assert set(moved.tolist()) <= set(used.tolist())
+
+
+def test_regressor_lr_of_its_own():
+    cfg = _config()
+    cfg.method.sharing.regressor_lr = 1e-5
+    groups = {g["name"]: g for g in build_method(cfg, CLASSES).param_groups(1e-3, 0.0)}
+    assert groups["regressor"]["lr"] == 1e-5
 
 
 def test_shared_loss_lr():
@@ -207,3 +219,17 @@ def test_shared_batch_of_one_true_class_gives_a_finite_loss(images):
     assert torch.isfinite(second["loss"])
     second["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("preset", ["sharing-paper-cub", "sharing-paper-cars", "sharing-small",
+                                    "cifar10-sharing-zero-shot"])
+def test_sharing_presets_follow_the_official_code(preset):
+    """Official: margin loss / triplets with an active term in both streams (losses.py), no flip
+    on the shared stream (datasets.py RandomizedDataset_wLabel), regressor lr = model lr."""
+    cfg = config.load(preset)
+    assert cfg.method.loss.reducer == cfg.method.sharing.shared_loss.reducer == "AvgNonZeroReducer"
+    assert cfg.method.sharing.shared_loss.name == "MarginLoss"
+    assert cfg.method.sharing.regressor_lr is None
+    shared = cfg.data.stream_transforms.get("shared", cfg.data.transform)
+    ops = build_transform(shared, True, 32, 3).transforms
+    assert not any(isinstance(op, v2.RandomHorizontalFlip) for op in ops)

@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dmlkit import config
 from dmlkit.config import ModelConfig
 from dmlkit.errors import ConfigError
-from dmlkit.models.backbones import build_backbone
+from dmlkit.models.backbones import build_backbone, torchvision_weights
 from dmlkit.models.embedding_model import build_model
 from dmlkit.models.heads import EmbeddingHead
 from numeric import assert_close_scaled
@@ -68,3 +69,50 @@ def test_efficientnet_lite0_loads_offline_imagenet_weights():
     w_pre = pretrained.net._conv_stem.weight
     assert not torch.equal(w_pre, scratch.net._conv_stem.weight)
     assert pretrained(torch.randn(1, 3, 64, 64)).shape == (1, 1280)
+
+
+@pytest.fixture
+def resnet50_calls(monkeypatch):
+    """torchvision.models.resnet50 recording its ``weights`` and building nothing downloaded."""
+    import torchvision
+
+    calls = []
+
+    def fake(weights=None):
+        calls.append(weights)
+        return torchvision.models.resnet18(weights=None)  # small; the fc swap works the same
+
+    monkeypatch.setattr(torchvision.models, "resnet50", fake)
+    return calls
+
+
+@pytest.mark.parametrize(("weights", "member"), [
+    ("IMAGENET1K_V1", "IMAGENET1K_V1"), ("IMAGENET1K_V2", "IMAGENET1K_V2"), (None, "IMAGENET1K_V2"),
+])
+def test_model_weights_select_the_torchvision_enum_member(resnet50_calls, weights, member):
+    from torchvision.models import ResNet50_Weights
+
+    build_model(ModelConfig(backbone="resnet50", pretrained=True, weights=weights), 3)
+    assert resnet50_calls == [ResNet50_Weights[member]]
+
+
+@pytest.mark.parametrize("preset", ["sharing-paper-cub", "sharing-paper-cars"])
+def test_sharing_paper_presets_load_the_v1_resnet50(resnet50_calls, preset):
+    """The official code's pretrainedmodels ResNet-50 is torchvision's original (V1) file."""
+    from torchvision.models import ResNet50_Weights
+
+    build_model(config.load(preset).model, 3)
+    assert resnet50_calls == [ResNet50_Weights.IMAGENET1K_V1]
+
+
+def test_bad_weights_are_one_line_config_errors(resnet50_calls):
+    with pytest.raises(ConfigError) as info:
+        build_model(ModelConfig(backbone="resnet50", pretrained=True, weights="IMAGENET_V1"), 3)
+    message = str(info.value)
+    assert "\n" not in message and "IMAGENET1K_V1, IMAGENET1K_V2" in message
+    assert "resnet18" in torchvision_weights("resnet18", None).url
+    for cfg in (ModelConfig(backbone="resnet50", weights="IMAGENET1K_V1"),
+                ModelConfig(backbone="small_cnn", weights="IMAGENET1K_V1")):
+        with pytest.raises(ConfigError, match=r"needs model\.pretrained: true"):
+            build_model(cfg, 3)
+    assert resnet50_calls == []

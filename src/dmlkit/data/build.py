@@ -21,15 +21,24 @@ class EvalData:
 
 @dataclass
 class DataBundle:
-    """Everything a run reads: training set (train transform), and the evaluation sets."""
+    """Everything a run reads: training set (train transform), and the evaluation sets.
+
+    ``train_streams``: the training images under another transform, for the method streams
+    named in ``data.stream_transforms`` (see `stream`).
+    """
 
     splits: Splits
     train: ImageDataset
+    train_streams: dict[str, ImageDataset]
     train_eval: ImageDataset
     val: EvalData | None
     test: EvalData
     in_channels: int
     image_size: int | None
+
+    def stream(self, name: str) -> ImageDataset:
+        """The training set as the method stream ``name`` sees it (its own transform if any)."""
+        return self.train_streams.get(name, self.train)
 
 
 def _channels(splits: Splits) -> int:
@@ -50,6 +59,8 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     )
     channels = _channels(splits)
     train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
+    stream_tfs = {stream: build_transform(name, True, cfg.image_size, channels)
+                  for stream, name in cfg.stream_transforms.items()}
     eval_tf = build_transform(cfg.eval_transform or cfg.transform, False, cfg.image_size, channels)
 
     def eval_data(split: EvalSplit) -> EvalData:
@@ -59,6 +70,7 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     return DataBundle(
         splits=splits,
         train=ImageDataset(splits.train, train_tf),
+        train_streams={stream: ImageDataset(splits.train, tf) for stream, tf in stream_tfs.items()},
         train_eval=ImageDataset(splits.train, eval_tf),
         val=None if splits.val is None else eval_data(splits.val),
         test=eval_data(splits.test),

@@ -4,8 +4,10 @@ This is the shared-feature stream of Sharing Matters (Milbich, Roth et al.). Eac
 seeded permutation of the dataset (no image twice within an epoch), cuts it into batches, and
 cuts every batch into blocks of ``m`` consecutive images. Block k gets a surrogate label s_k
 drawn uniformly from {0..L-1} excluding s_{k-1} and s_{k-2} (L = ``num_surrogate_labels``), the
-chain running across batch boundaries within the epoch. A surrogate "class" is thus ``m`` random
-images, almost always of different ground-truth classes.
+chain running across batch boundaries and on from one epoch into the next (the official
+``RandomizedDataset_wLabel`` keeps its label state in the dataset object; without DataLoader
+workers it runs on across epochs), starting with nothing excluded at epoch 0. A surrogate
+"class" is thus ``m`` random images, almost always of different ground-truth classes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from dmlkit.errors import CheckpointError, ConfigError
 class SurrogateLabelBatchSampler(EpochBatchSampler):
     """A torch ``batch_sampler`` yielding lists of dataset indices; labels come from the sampler.
 
-    The stream is a pure function of ``(seed, epoch)``. ``surrogate_labels(batch_idx)`` returns
+    The stream is a pure function of ``(seed, epoch)`` (an epoch's first labels depend on the
+    previous epoch's last two, recomputed from the seed when needed, e.g. after a resume: nothing
+    beyond ``state_dict()`` is needed). ``surrogate_labels(batch_idx)`` returns
     the labels of batch ``batch_idx`` of the current epoch; they do not depend on how far the
     iterator has run, so they stay right when a DataLoader pre-fetches. As with
     ``DistributedSampler``, call ``set_epoch`` before each epoch: otherwise every epoch repeats the
@@ -101,32 +105,54 @@ class SurrogateLabelBatchSampler(EpochBatchSampler):
         self.num_samples, self.batch_size, self.m = num_samples, batch_size, m
         self.num_surrogate_labels, self.seed, self.drop_last = num_surrogate_labels, seed, drop_last
         self._plan_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._tails: dict[int, list[int]] = {-1: []}  # epoch -> its last two block labels
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
         return full + int(rest > 0 and not self.drop_last)
 
+    def _draws(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Epoch ``epoch``'s permutation of the dataset and one uniform number per block."""
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(self.num_samples)
+        return perm, rng.random(len(self) * (self.batch_size // self.m))
+
+    def _chain(self, uniform: np.ndarray, previous: list[int]) -> np.ndarray:
+        """Block labels continuing the chain after ``previous`` (the last two labels so far).
+
+        Block k draws uniformly among the labels other than s_{k-1}, s_{k-2}: a rank r in
+        {0..L-1-|forbidden|} steps over the forbidden labels in increasing order.
+        """
+        labels = list(previous)
+        for u in uniform:
+            forbidden = sorted(labels[-2:])
+            label = int(u * (self.num_surrogate_labels - len(forbidden)))
+            for f in forbidden:
+                label += label >= f
+            labels.append(label)
+        return np.asarray(labels[len(previous):], dtype=np.int64)
+
+    def _tail(self, epoch: int) -> list[int]:
+        """The last two block labels of epoch ``epoch`` ([] for epoch -1), recomputed from the
+        nearest known epoch before it (so a resumed sampler matches an uninterrupted one)."""
+        known = max(e for e in self._tails if e <= epoch)
+        tail = self._tails[known]
+        for e in range(known + 1, epoch + 1):
+            tail = self._chain(self._draws(e)[1], tail)[-2:].tolist()
+            self._tails[e] = tail
+        return tail
+
     def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Epoch ``epoch``'s indices (batches x batch_size) and block labels (batches x blocks)."""
         if self._plan_cache is not None and self._plan_cache[0] == epoch:
             return self._plan_cache[1:]
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(self.num_samples)
+        perm, uniform = self._draws(epoch)
         n_batches = len(self)
         total = n_batches * self.batch_size
         top_up = perm[: max(0, total - self.num_samples)]
         indices = np.concatenate([perm, top_up])[:total].reshape(n_batches, self.batch_size)
-        # Block k draws uniformly among the labels other than s_{k-1}, s_{k-2}: draw a rank r in
-        # {0..L-1-|forbidden|} and step over the forbidden labels in increasing order.
-        n_blocks = n_batches * (self.batch_size // self.m)
-        uniform = rng.random(n_blocks)
-        labels = np.empty(n_blocks, dtype=np.int64)
-        for k in range(n_blocks):
-            forbidden = sorted(labels[max(0, k - 2) : k].tolist())
-            label = int(uniform[k] * (self.num_surrogate_labels - len(forbidden)))
-            for f in forbidden:
-                label += label >= f
-            labels[k] = label
+        labels = self._chain(uniform, self._tail(epoch - 1))
+        self._tails[epoch] = labels[-2:].tolist()
         labels = labels.reshape(n_batches, -1)
         self._plan_cache = (epoch, indices, labels)
         return indices, labels

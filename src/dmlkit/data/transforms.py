@@ -12,6 +12,7 @@ Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float t
 | mdr | resize 256x256, random resized crop 224 (scale 0.16-1), flip | resize 256x256, center 224 |
 | sharing | random resized crop 224, flip | resize 256, center 224 |
 | *_bninception | as above with BN-Inception input: BGR, 0-255, mean (104, 117, 128), std 1 | |
+| *_noflip | as above without the random horizontal flip (Sharing Matters' shared stream) | same |
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def build_transform(
     name: str, train: bool, image_size: int | None = None, channels: int | None = None
 ) -> Callable:
     """The ``train`` or eval transform of preset ``name``."""
-    bgr = name.endswith("_bninception")
-    base = name.removesuffix("_bninception")
+    noflip = name.endswith("_noflip")
+    bgr = name.removesuffix("_noflip").endswith("_bninception")
+    base = name.removesuffix("_noflip").removesuffix("_bninception")
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     resize = [v2.Resize((image_size, image_size), antialias=True)] if image_size else []
     big = [InterpolationMode.BILINEAR]
@@ -80,10 +82,12 @@ def build_transform(
     else:
         raise ConfigError(
             f"unknown transform preset {name!r}; known: small, small_aug, cifar, raw255, mlrc, "
-            "mdr, sharing (+ _bninception)"
+            "mdr, sharing (+ _bninception, + _noflip)"
         )
     if bgr:
         if base not in ("mlrc", "mdr", "sharing"):
             raise ConfigError(f"{name}: BN-Inception input applies to the 224/227 px presets")
         ops.append(_BNInceptionInput())
+    if noflip:
+        ops = [op for op in ops if not isinstance(op, v2.RandomHorizontalFlip)]
     return v2.Compose(ops)

@@ -159,6 +159,10 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         labels = data.splits.train.labels
         self.samplers = method.batch_samplers(labels, cfg.train)
+        unknown = sorted(set(data.train_streams) - set(self.samplers))
+        if unknown:
+            raise ConfigError(f"data.stream_transforms names stream(s) {', '.join(unknown)}; "
+                              f"this method's streams: {', '.join(self.samplers)}")
         for sampler in self.samplers.values():
             sampler.shard(self.dist.rank, self.dist.world_size)
         if self.dist.active and device.type != "cuda" and not cfg.model.freeze_bn and any(
@@ -291,7 +295,8 @@ class Trainer:
         for name, sampler in self.samplers.items():
             sampler.set_epoch(self.epoch, self.batch)
             loaders[name] = DataLoader(
-                self.data.train, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
+                self.data.stream(name), batch_sampler=sampler,
+                num_workers=self.cfg.data.num_workers,
                 worker_init_fn=ignore_sigint,
             )
         return loaders

@@ -62,9 +62,11 @@ class SharingMethod(Method):
         return {k: v for k, v in variants.items() if k != current}
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """Regressor (its own lr, weight decay) and loss parameters (class loss lr; the shared
-        loss's own lr if set, else the class loss's)."""
-        groups = [{"params": list(self.decorrelation.parameters()), "lr": self.cfg.regressor_lr,
+        """Regressor (its own weight decay; its own lr if set, else the model's, as the official
+        code) and loss parameters (class loss lr; the shared loss's own lr if set, else the class
+        loss's)."""
+        groups = [{"params": list(self.decorrelation.parameters()),
+                   "lr": self.cfg.regressor_lr or lr,
                    "weight_decay": self.cfg.regressor_weight_decay, "name": "regressor"}]
         shared_lr = self.cfg.shared_loss.lr or self.loss_lr
         for name, loss, loss_lr in (("loss", self.class_loss, self.loss_lr),

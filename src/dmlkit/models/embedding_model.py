@@ -53,7 +53,7 @@ def build_model(
     retrieval: str | list[str] = "embedding",
 ) -> EmbeddingModel:
     """Backbone + the ``embedding`` head from ``cfg`` (+ ``extra_heads``: name -> dim)."""
-    backbone = build_backbone(cfg.backbone, in_channels, cfg.pretrained)
+    backbone = build_backbone(cfg.backbone, in_channels, cfg.pretrained, cfg.weights)
     heads = {"embedding": EmbeddingHead(backbone.feature_dim, cfg.head.dim, cfg.head.output)}
     for name, dim in (extra_heads or {}).items():
         heads[name] = EmbeddingHead(backbone.feature_dim, dim, "l2")
