@@ -43,3 +43,15 @@ def test_bninception_is_bgr_255_mean_subtracted():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown transform"):
         build_transform("nope", True)
+
+
+@pytest.mark.parametrize(("name", "mean", "std"), [
+    ("mnist", 0.1307, 0.3081),  # official MyModel_MNIST.py
+    ("fashion_mnist", 0.28604059698879553, 0.35302424451492237),  # official MyModel_Fashion.py
+])
+def test_guided_official_grey_normalizations(name, mean, std):
+    x = torch.tensor([[[0, 51, 255]]], dtype=torch.uint8)
+    for train in (True, False):  # no augmentation in either
+        out = build_transform(name, train, channels=1)(x)
+        expected = (x.float() / 255 - mean) / std
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6 * expected.abs().max())

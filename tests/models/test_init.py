@@ -68,5 +68,5 @@ def test_pytorch_default_resets_every_layer():
 def test_pretrained_weights_are_not_overwritten():
     with pytest.raises(ConfigError, match="pretrained"):
         apply_init(nn.Conv2d(3, 4, 3), "pytorch_default", pretrained=True)
-    with pytest.raises(ConfigError, match="unknown model.init"):
+    with pytest.raises(ConfigError, match=r"unknown model\.init"):
         apply_init(nn.Conv2d(3, 4, 3), "xavier")
