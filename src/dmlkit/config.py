@@ -71,6 +71,11 @@ class ModelConfig(Section):
         None, description="torchvision weights enum name, e.g. IMAGENET1K_V1 (default: DEFAULT)"
     )
     freeze_bn: bool = False
+    init: Literal["torchvision", "pytorch_default"] = Field(
+        "torchvision",
+        description="backbone init: as its constructor (torchvision: kaiming fan-out convs) or "
+        "every layer's PyTorch default (Guided DML's official student)",
+    )
     head: HeadConfig = Field(default_factory=HeadConfig)
 
 
@@ -135,6 +140,14 @@ class GuidedConfig(Section):
         True, description="feed the master raw 0-255 pixels, as the official code"
     )
     metric_weight: float = Field(0.0, ge=0, description="weight of an added metric loss")
+    student_val_fraction: float = Field(
+        0.0, ge=0, lt=1,
+        description="random fraction of the training images held out of the student's training; "
+        "their distillation loss is logged each epoch as val_loss (official: 0.1)",
+    )
+    student_drop_last: bool = Field(
+        True, description="drop the last partial student batch (official: keep it, false)"
+    )
 
 
 class MethodConfig(Section):
@@ -198,7 +211,16 @@ class EvalConfig(Section):
     distance: Literal["euclidean", "cosine", "dot"] = "euclidean"
     normalize: bool = True
     batch_size: int = Field(512, ge=1)
+    batch_divisor: int | None = Field(
+        None, ge=1,
+        description="extract in batches of len(dataset) // N instead of batch_size "
+        "(Guided DML's official code: 30; matters with bn_train_mode)",
+    )
     nmi: bool = True
+    kmeans_seed: int = Field(0, description="seed of the NMI/AMI k-means (PML's default: 1234)")
+    classification: bool = Field(
+        False, description="add 1-NN classification accuracy and macro precision/recall/F1"
+    )
     evaluate_untrained: bool = True
     bn_train_mode: bool = Field(
         False, description="extract with BatchNorm in training mode (Guided DML's official code)"

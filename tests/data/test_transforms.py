@@ -73,3 +73,15 @@ def test_noflip_suffix_applies_to_any_preset(name):
     assert not any(type(op).__name__ == "RandomHorizontalFlip" for op in ops)
     base = build_transform(name.removesuffix("_noflip"), True, 32, 3).transforms
     assert len(base) == len(ops) + 1
+
+
+@pytest.mark.parametrize(("name", "mean", "std"), [
+    ("mnist", 0.1307, 0.3081),  # official MyModel_MNIST.py
+    ("fashion_mnist", 0.28604059698879553, 0.35302424451492237),  # official MyModel_Fashion.py
+])
+def test_guided_official_grey_normalizations(name, mean, std):
+    x = torch.tensor([[[0, 51, 255]]], dtype=torch.uint8)
+    for train in (True, False):  # no augmentation in either
+        out = build_transform(name, train, channels=1)(x)
+        expected = (x.float() / 255 - mean) / std
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6 * expected.abs().max())

@@ -108,3 +108,28 @@ def test_a_stream_transform_for_no_stream_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"names stream\(s\) sahred; this method's streams: "
                        r"class, shared"):
         _sharing_trainer(tmp_path, "{sahred: small_aug_noflip}")
+
+
+def test_eval_batch_divisor_sets_the_extraction_batch(tmp_path, monkeypatch):
+    """Guided DML's official extract_embedding: batch_size = len(dataset) // 30."""
+    from dmlkit.data.build import build_data
+    from dmlkit.engine import trainer as trainer_mod
+    from dmlkit.models.embedding_model import build_model
+
+    sizes = []
+    real = trainer_mod.extract_sharded
+
+    def recording(model, dataset, batch_size, *args):
+        sizes.append((len(dataset), batch_size))
+        return real(model, dataset, batch_size, *args)
+
+    monkeypatch.setattr(trainer_mod, "extract_sharded", recording)
+    cfg = smoke(tmp_path, "data.protocol=closed_set", "data.val_fraction=0",
+                "eval.batch_divisor=30", "eval.bn_train_mode=true")
+    data = build_data(cfg.data, cfg.train.seed)
+    model = build_model(cfg.model, data.in_channels)
+    trainer_mod.evaluate_model(model, data.test, cfg, torch.device("cpu"))
+    assert sizes and all(batch == n // 30 for n, batch in sizes)
+    sizes.clear()
+    trainer_mod.evaluate_model(model, data.test, smoke(tmp_path), torch.device("cpu"))
+    assert all(batch == 512 for _, batch in sizes)

@@ -1,3 +1,5 @@
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -214,3 +216,75 @@ def test_master_cache_is_keyed_by_the_training_set(data):
     flipped = train.subset(np.arange(len(train)))
     flipped.images[0, 0, 0, 0] ^= 1  # same labels and size, one pixel differs
     assert training_set_key(flipped) != training_set_key(train)
+
+
+def test_student_split_and_validation_loss(data, tmp_path):
+    """The official student: random_split 90/10 of the targets' dataset, training batches from
+    the 90 %, and per epoch ``evaluate_step``: eval mode, unshuffled batches of the training
+    batch size, the mean of the per-batch mean L2 distances."""
+    method = _guided(data, student_val_fraction=0.1)
+    method.batch_size = 3
+    n = len(data.splits.train)
+    val_size = int(n * 0.10)
+    sampler = method.batch_samplers(data.splits.train.labels,
+                                    TrainConfig(batch_size=4, seed=2))["class"]
+    sampler.set_epoch(0)
+    trained = sorted(i for b in sampler for i in b)
+    assert sampler.drop_last and len(trained) == (n - val_size) // 4 * 4
+    method.prepare(None, data, tmp_path, CPU)
+    held = list(method.held_out.indices)
+    assert len(held) == val_size and not set(held) & set(trained)
+    assert sorted(held + list(method.student_split(n)[0])) == list(range(n))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 8), nn.BatchNorm1d(8),
+                          nn.Linear(8, 2))
+    model.train()
+    with torch.no_grad():  # BatchNorm running statistics that differ from a batch's
+        model(torch.stack([data.train[i][0] for i in range(n)]) * 3 + 1)
+    logs = method.validation_logs(model, CPU)
+    assert model.training  # restored
+    model.eval()
+    with torch.no_grad():
+        batch_means = []
+        for start in range(0, val_size, 3):
+            idx = held[start : start + 3]
+            out = model(torch.stack([data.train[i][0] for i in idx]))
+            batch_means.append((out - method.targets[idx]).norm(dim=1).mean().item())
+    assert len(batch_means) == -(-val_size // 3)
+    assert logs == {"val_loss": pytest.approx(float(np.mean(batch_means)), rel=1e-5)}
+    # without a held-out set: all images train, nothing is logged
+    plain = _guided(data)
+    plain.prepare(None, data, tmp_path, CPU)
+    assert plain.held_out is None and plain.validation_logs(model, CPU) == {}
+
+
+def test_student_drop_last_false_keeps_the_partial_batch(data):
+    method = _guided(data, student_drop_last=False)
+    sampler = method.batch_samplers(np.zeros(10), TrainConfig(batch_size=4))["class"]
+    sampler.set_epoch(0)
+    assert [len(b) for b in sampler] == [4, 4, 2]
+
+
+def test_official_student_options_need_random_batches():
+    for kw in ({"student_val_fraction": 0.1}, {"student_drop_last": False}):
+        with pytest.raises(ConfigError, match="metric_weight"):
+            GuidedMethod(GuidedConfig(metric_weight=1.0, **kw), LossConfig(), np.arange(3), 2)
+
+
+def test_val_loss_is_logged_per_epoch_in_metrics_csv(tmp_path):
+    from dmlkit.engine.train import train
+
+    cfg = config_mod.load("guided-small", [
+        f"run.root={tmp_path}", "data.name=digits", "data.image_size=16",
+        "data.max_per_class=30", "model.head.dim=2", "train.epochs=2", "eval.nmi=false",
+        "eval.evaluate_untrained=false", "method.guided.master_epochs=1",
+        "method.guided.master_batch_size=8", "method.guided.student_val_fraction=0.1",
+        "method.guided.student_drop_last=false", "train.batch_size=32", "eval.batch_divisor=30",
+    ])
+    run = train(cfg)
+    rows = list(csv.DictReader((run.path / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["val_loss"]) > 0 for r in rows)
+    final = run.read_json("metrics.json")["final"]
+    assert {"nn_accuracy", "nn_macro_f1"} <= final.keys()  # guided-small sets classification

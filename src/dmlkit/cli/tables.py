@@ -9,6 +9,9 @@ from rich.table import Table
 COLUMNS = [("precision_at_1", "P@1"), ("recall_at_2", "R@2"), ("recall_at_4", "R@4"),
            ("recall_at_8", "R@8"), ("r_precision", "R-Prec"), ("map_at_r", "MAP@R"),
            ("nmi", "NMI"), ("ami", "AMI")]
+# headers of optional metrics, shown when present
+OPTIONAL_HEADERS = {"nn_accuracy": "1NN-Acc", "nn_macro_precision": "1NN-P",
+                    "nn_macro_recall": "1NN-R", "nn_macro_f1": "1NN-F1"}
 
 
 def metrics_table(rows: dict[str, dict[str, float]], title: str = "test metrics") -> Table:
@@ -21,7 +24,7 @@ def metrics_table(rows: dict[str, dict[str, float]], title: str = "test metrics"
     for _, header in present:
         table.add_column(header, justify="right")
     for k in extra:
-        table.add_column(k, justify="right")
+        table.add_column(OPTIONAL_HEADERS.get(k, k), justify="right")
     for name, r in rows.items():
         cells = [r.get(k) for k, _ in present] + [r.get(k) for k in extra]
         table.add_row(name, *("-" if v is None or (isinstance(v, float) and math.isnan(v))

@@ -8,6 +8,7 @@ Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float t
 | small_aug | + random crop (pad 2) and horizontal flip | resize |
 | cifar | random crop 32 (pad 4), flip; CIFAR mean/std | CIFAR mean/std |
 | raw255 | float pixels 0-255, no normalization (Guided DML's official input) | same |
+| mnist, fashion_mnist | MNIST / Fashion-MNIST mean, std (Guided DML's official eval) | same |
 | mlrc | resize 256, random resized crop 227 (scale 0.16-1), flip | resize 256, center 227 |
 | mdr | resize 256x256, random resized crop 224 (scale 0.16-1), flip | resize 256x256, center 224 |
 | sharing | random resized crop 224, flip | resize 256, center 224 |
@@ -27,6 +28,9 @@ from dmlkit.errors import ConfigError
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 HALF = ((0.5,), (0.5,))
+# Guided DML's official evaluation normalization (MyModel_MNIST.py, MyModel_Fashion.py)
+GREY = {"mnist": ((0.1307,), (0.3081,)),
+        "fashion_mnist": ((0.28604059698879553,), (0.35302424451492237,))}
 
 
 class _BNInceptionInput:
@@ -65,6 +69,8 @@ def build_transform(
     elif base == "cifar":
         aug = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if train else []
         ops = [*resize, *aug, *to_float, _normalize(CIFAR, channels)]
+    elif base in GREY:
+        ops = [*resize, *to_float, _normalize(GREY[base], channels)]
     elif base == "raw255":
         ops = [*resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=False)]
     elif base in ("mlrc", "mdr", "sharing"):
@@ -81,8 +87,8 @@ def build_transform(
         ops = [*ops, *to_float] + ([] if bgr else [_normalize(IMAGENET, channels)])
     else:
         raise ConfigError(
-            f"unknown transform preset {name!r}; known: small, small_aug, cifar, raw255, mlrc, "
-            "mdr, sharing (+ _bninception, + _noflip)"
+            f"unknown transform preset {name!r}; known: small, small_aug, cifar, raw255, mnist, "
+            "fashion_mnist, mlrc, mdr, sharing (+ _bninception, + _noflip)"
         )
     if bgr:
         if base not in ("mlrc", "mdr", "sharing"):

@@ -110,19 +110,25 @@ def evaluate_model(
     """
     e = cfg.eval
     train_mode = e.bn_train_mode
-    q, ql = extract_sharded(model, data.query, e.batch_size, device, cfg.data.num_workers,
+
+    def batch(dataset) -> int:  # eval.batch_divisor: Guided DML's official len(dataset) // 30
+        return max(1, len(dataset) // e.batch_divisor) if e.batch_divisor else e.batch_size
+
+    q, ql = extract_sharded(model, data.query, batch(data.query), device, cfg.data.num_workers,
                             train_mode)
     r = rl = None
     if data.reference is not None:
-        r, rl = extract_sharded(model, data.reference, e.batch_size, device,
+        r, rl = extract_sharded(model, data.reference, batch(data.reference), device,
                                 cfg.data.num_workers, train_mode)
     metrics = ["precision_at_1", "recall_at_k", "r_precision", "map_at_r"]
     if e.nmi:
         metrics += ["nmi", "ami"]
+    if e.classification:
+        metrics.append("nn_classification")
     result = None
     if distributed.info().is_main:
         result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
-                          distance=e.distance, normalize=e.normalize)
+                          distance=e.distance, normalize=e.normalize, kmeans_seed=e.kmeans_seed)
     return distributed.broadcast_object(result)
 
 
@@ -437,6 +443,7 @@ class Trainer:
                 row = {"epoch": self.epoch + 1, **self.train_epoch(progress, stop)}
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
                 row.update({f"method_{k}": v for k, v in self.method.logs().items()})
+                row.update(self.method.validation_logs(self.model, self.device))
                 self.epoch, self.batch = self.epoch + 1, 0
                 self._validate(row)
                 self._step_scheduler(row)

@@ -6,7 +6,8 @@ R_i = # reference items with query i's label (minus itself in compared-to-self m
 with R_i = 0 are "lone" and left out of every kNN metric (NaN when none remain). The ranking
 is computed once, streamed in query chunks, up to k = max(max R_i, max recall K, MAP@K's K);
 each chunk is reduced to per-query metric values before the next one is held, so memory is
-O(chunk x N). NMI/AMI cluster the query set. Definitions: docs/metrics.md.
+O(chunk x N). NMI/AMI cluster the query set. On request (``nn_classification``) a k = 1 pass
+over every query gives 1-NN classification scores. Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import torch
 
 from dmlkit.errors import ConfigError, EvaluationError
 from dmlkit.evaluation import metrics as M
+from dmlkit.evaluation.classification import CLASSIFICATION_METRICS, classification_scores
 from dmlkit.evaluation.clustering import CLUSTERING_METRICS, clustering_scores
 from dmlkit.evaluation.knn import check_distance, l2_normalize, map_neighbours
 
 KNN_METRICS = ("precision_at_1", "recall_at_k", "r_precision", "map_at_r", "map_at_k")
 METRICS = KNN_METRICS + CLUSTERING_METRICS
+OPTIONAL_METRICS = CLASSIFICATION_METRICS  # computed only when named in ``metrics``
 # Squared norms above this could overflow float32 scores.
 _MAX_SQUARED_NORM = 1e37
 
@@ -92,9 +95,10 @@ class Evaluator:
     ) -> None:
         check_distance(distance)
         names = list(METRICS if metrics is None else metrics)
-        unknown = sorted(set(names) - set(METRICS))
+        known = METRICS + OPTIONAL_METRICS
+        unknown = sorted(set(names) - set(known))
         if unknown:
-            raise ConfigError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+            raise ConfigError(f"unknown metrics {unknown}; choose from {', '.join(known)}")
         if map_at_k is None:
             if metrics is not None and "map_at_k" in names:
                 raise ConfigError("metric map_at_k needs map_at_k=K")
@@ -108,7 +112,7 @@ class Evaluator:
             raise ConfigError(f"recall_ks must be positive integers, got {list(recall_ks)!r}")
         if chunk_size is not None and chunk_size < 1:
             raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
-        self.names = [n for n in METRICS if n in names]
+        self.names = [n for n in known if n in names]
         self.recall_ks = ks
         self.map_at_k = map_at_k
         self.distance = distance
@@ -157,7 +161,7 @@ class Evaluator:
                 keys += [f"recall_at_{k}" for k in self.recall_ks]
             elif name == "map_at_k":
                 keys.append(f"map_at_{self.map_at_k}")
-            else:
+            elif name not in OPTIONAL_METRICS:
                 keys.append(name)
         return keys
 
@@ -222,6 +226,24 @@ class Evaluator:
             pass
         return per_query, active
 
+    def _nearest_labels(
+        self, q: torch.Tensor, r: torch.Tensor, r_labels: np.ndarray, self_mode: bool
+    ) -> np.ndarray:
+        """The label of every query's nearest reference item (itself excluded in self mode;
+        ties: the lower reference index), i.e. a 1-NN classifier's predictions."""
+        pred = np.empty(len(q), dtype=np.int64)
+
+        def fill(start: int, neighbours: np.ndarray) -> None:
+            pred[start : start + len(neighbours)] = r_labels[neighbours[:, 0]]
+
+        for _ in map_neighbours(
+            fill, q, r, 1, distance="dot" if self.distance == "cosine" else self.distance,
+            exclude=np.arange(len(q)) if self_mode else None, chunk_size=self.chunk_size,
+            memory_budget_mb=self.memory_budget_mb, workers=self.workers,
+        ):
+            pass
+        return pred
+
     def __call__(
         self,
         query: Any,
@@ -241,6 +263,9 @@ class Evaluator:
         if clustering:
             x = q.cpu().numpy()
             results.update(clustering_scores(x, q_labels, clustering, self.kmeans_seed))
+        if "nn_classification" in self.names:
+            pred = self._nearest_labels(q, r, r_labels, reference is None)
+            results.update(classification_scores(q_labels, pred))
         if self.per_class:
             nan = dict.fromkeys(per_query, float("nan"))
             by_class = {int(c): dict(nan) for c in np.unique(q_labels)}
@@ -267,7 +292,9 @@ def evaluate(
     chunk_size=None, kmeans_seed=0, device=None, memory_budget_mb=None, workers=None.
     Returns "precision_at_1", "recall_at_{k}" per k in ``recall_ks``, "r_precision",
     "map_at_r", "map_at_{K}" (when ``map_at_k=K``), "nmi", "ami"; ``metrics`` selects a subset
-    by name (precision_at_1, recall_at_k, r_precision, map_at_r, map_at_k, nmi, ami).
+    by name (precision_at_1, recall_at_k, r_precision, map_at_r, map_at_k, nmi, ami), and
+    "nn_classification" (only when named) adds "nn_accuracy", "nn_macro_precision",
+    "nn_macro_recall", "nn_macro_f1" of a 1-NN classifier over the reference set.
     ``distance``: "euclidean", "cosine" (L2-normalizes) or "dot"; ``normalize`` L2-normalizes
     first (as PML's tester). ``avg_of_avgs`` averages per class first; ``per_class`` adds
     "per_class": {label: {metric: value}} (NaN for lone classes). ``chunk_size`` (query rows per

@@ -66,6 +66,11 @@ class Method(nn.Module):
         """Method statistics to log once per epoch (e.g. MDR levels)."""
         return {}
 
+    def validation_logs(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Numbers computed with the model after each epoch's training, logged in metrics.csv
+        (e.g. Guided DML's held-out distillation loss)."""
+        return {}
+
     def summary(self) -> dict:
         """Facts about the run written to metrics.json (e.g. Guided DML's stage-one timings)."""
         return {}

@@ -20,5 +20,5 @@ def build_method(cfg: Config, classes: np.ndarray) -> Method:
     if m.name == "sharing":
         return SharingMethod(m.sharing, m.loss, classes, dim)
     if m.name == "guided":
-        return GuidedMethod(m.guided, m.loss, classes, dim, cfg.train.seed)
+        return GuidedMethod(m.guided, m.loss, classes, dim, cfg.train.seed, cfg.train.batch_size)
     return MetricMethod(m.loss, classes, dim)

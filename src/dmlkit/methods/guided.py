@@ -9,7 +9,10 @@ to the run directory (keyed by the master's config and weights hashes) and reuse
 Stage two (the trainer's loop): the student regresses the cached targets,
 ``mean_i ||s(x_i) - t_i||_2``; no labels are needed (plus, optionally, ``metric_weight`` times a
 metric loss, which does use labels). ``teacher: run`` takes the targets from any trained dmlkit
-run instead (embedding-level distillation).
+run instead (embedding-level distillation). As the official code, ``student_val_fraction``
+holds a random fraction of the training images out of the student's batches and logs their
+distillation loss each epoch (``val_loss``, eval mode, mean of per-batch means), and
+``student_drop_last=false`` keeps the last partial batch.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from dmlkit.config import GuidedConfig, LossConfig, TrainConfig
 from dmlkit.data.class_pair_triplets import build_class_pair_triplets
 from dmlkit.data.dataset import ImageDataset
+from dmlkit.data.holdout import random_holdout
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
 from dmlkit.data.transforms import build_transform
 from dmlkit.engine.checkpoint import atomic_write_bytes, load_weights, save_weights
@@ -61,21 +66,31 @@ class GuidedMethod(MetricMethod):
 
     def __init__(
         self, cfg: GuidedConfig, loss: LossConfig, classes: np.ndarray, embedding_dim: int,
-        seed: int = 0,
+        seed: int = 0, batch_size: int = 64,
     ) -> None:
         super().__init__(loss, classes, embedding_dim)
         if cfg.teacher == "run" and not cfg.teacher_run:
             raise ConfigError("method.guided.teacher_run must name a run directory")
-        self.cfg, self.seed, self.dim = cfg, seed, embedding_dim
+        if cfg.metric_weight > 0 and (cfg.student_val_fraction > 0 or not cfg.student_drop_last):
+            raise ConfigError("method.guided.metric_weight > 0 samples M-per-class batches: "
+                              "set student_val_fraction=0 and student_drop_last=true")
+        self.cfg, self.seed, self.dim, self.batch_size = cfg, seed, embedding_dim, batch_size
         self.distill = EmbeddingDistillationLoss()
         self.timings: dict[str, float] = {}
+        self.held_out: Subset | None = None  # the student's validation images (set by prepare)
         self.register_buffer("targets", torch.zeros(0, embedding_dim), persistent=False)
+
+    def student_split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(trained, held-out) indices of the ``n`` training images: ``student_val_fraction``."""
+        return random_holdout(n, self.cfg.student_val_fraction, self.seed)
 
     def batch_samplers(self, labels, cfg: TrainConfig):
         if self.cfg.metric_weight > 0:  # a metric loss needs classes in the batch
             return super().batch_samplers(labels, cfg)
+        kept, _ = self.student_split(len(labels))
         return {"class": RandomBatchSampler(len(labels), cfg.batch_size, cfg.seed,
-                                            cfg.batches_per_epoch)}
+                                            cfg.batches_per_epoch, indices=kept,
+                                            drop_last=self.cfg.student_drop_last)}
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         return super().param_groups(lr, weight_decay) if self.cfg.metric_weight > 0 else []
@@ -156,6 +171,26 @@ class GuidedMethod(MetricMethod):
             raise ConfigError(f"teacher embeddings have dim {targets.shape[1]} but the student "
                               f"head has {self.dim}: set model.head.dim={targets.shape[1]}")
         self.targets = targets.to(device)
+        _, held = self.student_split(len(labels))
+        self.held_out = Subset(data.train, held.tolist()) if len(held) else None
+
+    @torch.no_grad()
+    def validation_logs(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """``val_loss``: the distillation loss on the held-out images, in eval mode, as the
+        mean of per-batch means over unshuffled batches of ``batch_size`` (official
+        ``evaluate_step``); nothing without a held-out set."""
+        if self.held_out is None:
+            return {}
+        was_training = model.training
+        model.eval()
+        try:
+            loader = DataLoader(self.held_out, batch_size=self.batch_size,
+                                generator=torch.Generator())  # leaves the global RNG alone
+            losses = [float(self.distill(model(x.to(device)), self.targets[i.to(device)]))
+                      for x, _, i in loader]
+        finally:
+            model.train(was_training)
+        return {"val_loss": float(np.mean(losses))}
 
     def summary(self) -> dict:
         """Stage-one cost: master training and target generation (0 when loaded from cache)."""

@@ -9,6 +9,7 @@ from torch import nn
 from dmlkit.config import ModelConfig
 from dmlkit.models.backbones import build_backbone, freeze_batchnorm
 from dmlkit.models.heads import EmbeddingHead
+from dmlkit.models.init import apply_init
 
 
 class EmbeddingModel(nn.Module):
@@ -53,7 +54,8 @@ def build_model(
     retrieval: str | list[str] = "embedding",
 ) -> EmbeddingModel:
     """Backbone + the ``embedding`` head from ``cfg`` (+ ``extra_heads``: name -> dim)."""
-    backbone = build_backbone(cfg.backbone, in_channels, cfg.pretrained, cfg.weights)
+    backbone = apply_init(build_backbone(cfg.backbone, in_channels, cfg.pretrained, cfg.weights),
+                          cfg.init, cfg.pretrained)
     heads = {"embedding": EmbeddingHead(backbone.feature_dim, cfg.head.dim, cfg.head.output)}
     for name, dim in (extra_heads or {}).items():
         heads[name] = EmbeddingHead(backbone.feature_dim, dim, "l2")

@@ -59,8 +59,8 @@ def write_run_report(run_dir: Path) -> Path:
     if cols.get("epoch"):
         epochs = cols["epoch"]
         groups = {
-            "losses": {k: v for k, v in cols.items() if k.startswith("train_") and
-                       k not in ("train_seconds", "train_img_per_s")},
+            "losses": {k: v for k, v in cols.items() if (k.startswith("train_") or
+                       k == "val_loss") and k not in ("train_seconds", "train_img_per_s")},
             "validation": {k[4:]: v for k, v in cols.items() if k.startswith("val_") and
                            k[4:] in {c for c, _ in COLUMNS}},
             "mdr_levels": {k[7:]: v for k, v in cols.items()
