@@ -101,6 +101,12 @@ def validation_score(run: RunDir) -> float:
     return float(best["map_at_r"])
 
 
+def bench_study(bench: BenchmarkConfig, method: str, storage: str, worker: int) -> optuna.Study:
+    """The study ``<benchmark name>/<method>`` in ``storage``, with the benchmark's settings."""
+    return open_study(f"{bench.name}/{method}", storage, bench.sampler, bench.seed, worker,
+                      bench.prune_after, bench.startup_trials, bench.heartbeat_s, bench.grace_s)
+
+
 def search_method(
     bench: BenchmarkConfig, method: str, storage: str, worker: int = 0,
     console: Console | None = None,
@@ -109,8 +115,7 @@ def search_method(
     spec = bench.methods[method]
     if method_config(bench, method, {}, 0, SEARCH_SEED).train.eval_every < 1:
         raise ConfigError(f"method {method}: the search needs validation (train.eval_every >= 1)")
-    study = open_study(f"{bench.name}/{method}", storage, bench.sampler, bench.seed, worker,
-                       bench.prune_after, bench.startup_trials)
+    study = bench_study(bench, method, storage, worker)
 
     def score_fold(params: dict[str, Any], fold: int) -> float:
         return validation_score(
@@ -194,8 +199,7 @@ def run_benchmark(
         methods = {}
         for name, spec in bench.methods.items():
             if stage == "final":
-                study = open_study(f"{bench.name}/{name}", url, bench.sampler, bench.seed,
-                                   worker, bench.prune_after, bench.startup_trials)
+                study = bench_study(bench, name, url, worker)
             else:
                 study = search_method(bench, name, url, worker, console)
             if stage == "search":
