@@ -25,7 +25,7 @@ import optuna
 from rich.console import Console
 
 from dmlkit import config as config_mod
-from dmlkit.config import Config
+from dmlkit.config import Config, dotted
 from dmlkit.engine.checkpoint import save_weights
 from dmlkit.engine.run_dir import RunDir, environment
 from dmlkit.engine.train import train
@@ -47,22 +47,6 @@ SEARCH_SEED = 0
 def config_hash(cfg: Config) -> str:
     """sha256 of the configuration without its ``run`` section (where it is written)."""
     return cfg.digest(exclude=("run",))
-
-
-def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as ``{"a.b.c": value}``; parameter dicts stay whole values.
-
-    >>> dotted({"train": {"epochs": 2}, "method": {"loss": {"params": {"margin": 0.1}}}})
-    {'train.epochs': 2, 'method.loss.params': {'margin': 0.1}}
-    """
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        whole = k.endswith("params") or k == "options"
-        if isinstance(v, dict) and v and not whole:
-            out.update(dotted(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def method_config(
