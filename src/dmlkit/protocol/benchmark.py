@@ -54,12 +54,15 @@ def method_config(
 ) -> Config:
     """The run config of ``method`` with searched ``params`` on ``fold`` with ``seed``.
 
-    Precedence: method preset < ``budget`` preset < benchmark ``set`` < method ``overrides``
-    < ``params`` < protocol keys.
+    Precedence: method preset < tracking defaults (MLflow experiment: the benchmark, parent
+    run: the method's study, one database in the output folder) < ``budget`` preset <
+    benchmark ``set`` < method ``overrides`` < ``params`` < protocol keys.
     """
     spec = bench.methods[method]
     budget = dotted(config_mod.load_raw(bench.budget)) if bench.budget else {}
-    keys = {**budget, **bench.set, **spec.overrides, **params,
+    tracking = {"run.experiment": bench.name, "run.group": f"{bench.name}/{method}",
+                "run.tracking_uri": f"sqlite:///{Path(bench.output).resolve() / 'mlflow.db'}"}
+    keys = {**tracking, **budget, **bench.set, **spec.overrides, **params,
             "data.folds": bench.folds, "data.fold": fold, "data.val_fraction": 0.0,
             "train.seed": seed, "run.root": str(Path(bench.output) / method)}
     cfg = config_mod.load(spec.preset, [f"{k}={json.dumps(v)}" for k, v in keys.items()])

@@ -17,10 +17,11 @@ RUN_DIR_TAG = "dmlkit.run_dir"
 GROUP_TAG = "dmlkit.group"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_BATCH = 100  # params per log_batch request (MLflow's limit)
+SQLITE = "sqlite:///"
 
 
 def default_uri(root: Path) -> str:
-    return f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    return f"{SQLITE}{root.resolve() / 'mlflow.db'}"
 
 
 class MlflowLogger(Logger):
@@ -32,10 +33,13 @@ class MlflowLogger(Logger):
         require("mlflow", "mlflow")
         from mlflow.tracking import MlflowClient
 
-        self.client = client = MlflowClient(uri or default_uri(root))
+        uri = uri or default_uri(root)
+        self.client = client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
-        self.experiment = found.experiment_id if found else client.create_experiment(
-            experiment, artifact_location=None if uri else (root.resolve() / "mlartifacts").as_uri())
+        local = uri.startswith(SQLITE)  # artifacts beside the database, not in the cwd
+        where = (Path(uri[len(SQLITE):]).parent / "mlartifacts").as_uri() if local else None
+        self.experiment = (found.experiment_id if found else
+                           client.create_experiment(experiment, artifact_location=where))
         key = str(run_dir.resolve())
         existing = self._find(RUN_DIR_TAG, key)
         if existing is None:
