@@ -129,3 +129,51 @@ def test_a_logger_that_is_not_installed_is_a_one_line_config_error():
 def test_unknown_logger_is_a_config_error():
     with pytest.raises(ConfigError, match=r"run\.loggers"):
         config_mod.load("digits-smoke", ["run.loggers=[comet]"])
+
+
+def wandb_records(path: Path):
+    """The protobuf records of a W&B transaction log (``run-<id>.wandb``): a 7-byte header,
+    then LevelDB-log framing (32 KiB blocks; records of crc32, length, type: full, or first /
+    middle / last fragments) around wandb.proto Records."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:  # padding
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_metrics_csv_and_files(tmp_path):
+    pytest.importorskip("wandb")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    res = subprocess.run(
+        [sys.executable, "-m", "dmlkit", "train", "digits-smoke", "--set", "eval.nmi=false",
+         "--set", "train.epochs=2", "--set", "train.batches_per_epoch=3", "--set",
+         "run.loggers=[wandb]", "--set", f"run.root={tmp_path}", "--set", "run.name=w"],
+        env=env, cwd=tmp_path, text=True, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    [offline] = (tmp_path / "w" / "wandb").glob("offline-run-*")
+    history: dict[str, list[tuple[int, float]]] = {}
+    for record in wandb_records(next(offline.glob("run-*.wandb"))):
+        if record.WhichOneof("record_type") == "history":
+            items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json)
+                     for i in record.history.item}
+            step = record.history.step.num
+            for k, v in items.items():
+                if not k.startswith("_"):
+                    history.setdefault(k, []).append((step, v))
+    check(history, expected(tmp_path / "w"), rel=1e-12)
+    assert {"report.md", "metrics.csv", "losses.png"} <= {f.name for f in
+                                                         (offline / "files").iterdir()}
