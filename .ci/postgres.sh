@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests: loopback only, data in a temp dir, run as an
 # unprivileged user (initdb refuses root).
-#   .ci/postgres.sh start DIR PORT   prints the URL (postgresql+psycopg://...) on stdout
+#   .ci/postgres.sh start DIR PORT   prints the URL (postgresql://..., driver psycopg) on stdout
 #   .ci/postgres.sh stop DIR
 set -euo pipefail
 cmd=$1 dir=$2
@@ -19,7 +19,7 @@ case $cmd in
     as_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
       -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=50" >/dev/null
     as_user "$bin/createdb" -h 127.0.0.1 -p "$port" -U dmlkit dmlkit
-    echo "postgresql+psycopg://dmlkit@127.0.0.1:$port/dmlkit"
+    echo "postgresql://dmlkit@127.0.0.1:$port/dmlkit"
     ;;
   stop)
     as_user "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
