@@ -160,12 +160,18 @@ def open_study(
     """
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            store = optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_s,
-                                               grace_period=grace_s)
-        except (ImportError, ValueError, SQLAlchemyError,
-                optuna.exceptions.StorageInternalError) as e:
-            raise ConfigError(f"cannot open the study storage {storage!r}: {e}") from None
+        for attempt in range(2):
+            try:
+                store = optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_s,
+                                                   grace_period=grace_s)
+                break
+            except SQLAlchemyError as e:  # once: workers that create a new database together
+                if attempt:
+                    raise ConfigError(f"cannot open the study storage {storage!r}: "
+                                      f"{str(e).splitlines()[0]}") from None
+                time.sleep(1.0)
+            except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
+                raise ConfigError(f"cannot open the study storage {storage!r}: {e}") from None
     pruner = (optuna.pruners.NopPruner() if prune_after is None
               else optuna.pruners.MedianPruner(n_startup_trials=prune_after))
     study = optuna.create_study(storage=store, study_name=name, direction="maximize",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +35,7 @@ class Logger(ABC):
         """Log the numeric ``values`` at ``step`` that the tracker does not have yet."""
         new = {k: float(v) for k, v in values.items()
                if (k, step) not in self.logged and isinstance(v, int | float)
-               and not isinstance(v, bool) and not math.isnan(v)}
+               and not isinstance(v, bool)}
         if new:
             self.write(new, step)
             self.logged.update((k, step) for k in new)
