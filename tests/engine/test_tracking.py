@@ -68,7 +68,7 @@ def check(history, want, rel):
             assert math.isclose(got, v, rel_tol=rel, abs_tol=rel * abs(v)), key
 
 
-ARGS = ["train", "digits-smoke", "--set", "eval.nmi=false", "--set", "train.epochs=3",
+ARGS = ["train", "digits-smoke", "--set", "eval.nmi=false", "--set", "train.epochs=2",
         "--set", "train.batches_per_epoch=12", "--set", "train.checkpoint_every=4",
         "--set", "method.name=mdr", "--set", "run.loggers=[tensorboard, mlflow]"]
 
