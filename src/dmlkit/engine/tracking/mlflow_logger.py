@@ -35,11 +35,7 @@ class MlflowLogger(Logger):
 
         uri = uri or default_uri(root)
         self.client = client = MlflowClient(uri)
-        found = client.get_experiment_by_name(experiment)
-        local = uri.startswith(SQLITE)  # artifacts beside the database, not in the cwd
-        where = (Path(uri[len(SQLITE):]).parent / "mlartifacts").as_uri() if local else None
-        self.experiment = (found.experiment_id if found else
-                           client.create_experiment(experiment, artifact_location=where))
+        self.experiment = self._experiment(experiment, uri)
         key = str(run_dir.resolve())
         existing = self._find(RUN_DIR_TAG, key)
         if existing is None:
@@ -48,12 +44,25 @@ class MlflowLogger(Logger):
                 tags[PARENT_TAG] = self._parent(group)
             self.run_id = client.create_run(self.experiment, tags=tags,
                                             run_name=run_dir.name).info.run_id
-            self.resumed = False
         else:
             self.run_id = existing
-            self.resumed = True
+            client.update_run(existing, status="RUNNING")
             for name in client.get_run(existing).data.metrics:
                 self.logged |= {(name, m.step) for m in client.get_metric_history(existing, name)}
+
+    def _experiment(self, name: str, uri: str) -> str:
+        """The id of experiment ``name``, created if missing (by this or a parallel worker)."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        local = uri.startswith(SQLITE)  # artifacts beside the database, not in the cwd
+        where = (Path(uri[len(SQLITE):]).parent / "mlartifacts").as_uri() if local else None
+        try:
+            return self.client.create_experiment(name, artifact_location=where)
+        except MlflowException:  # created meanwhile by another process
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def _find(self, tag: str, value: str) -> str | None:
         quoted = value.replace("'", "\\'")
@@ -77,11 +86,10 @@ class MlflowLogger(Logger):
                                                     for k, v in values.items()])
 
     def log_params(self, params: dict[str, str]) -> None:
-        if self.resumed:  # MLflow params are immutable; a resumed run has the same config
-            return
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in params.items()]
+        present = self.client.get_run(self.run_id).data.params  # immutable once logged
+        items = [Param(k, v) for k, v in params.items() if k not in present]
         for i in range(0, len(items), MAX_BATCH):
             self.client.log_batch(self.run_id, params=items[i:i + MAX_BATCH])
 
