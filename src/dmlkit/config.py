@@ -228,10 +228,20 @@ class EvalConfig(Section):
 
 
 class RunConfig(Section):
-    """Where the run directory goes."""
+    """Where the run directory goes, and where else the run is logged (docs/tracking.md)."""
 
     name: str | None = None
     root: str = "runs"
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers that also receive the run"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: sqlite:///<root>/mlflow.db)"
+    )
+    experiment: str = Field("dmlkit", description="MLflow experiment / W&B project")
+    group: str | None = Field(
+        None, description="MLflow parent run / W&B group (a benchmark: <name>/<method>)"
+    )
 
 
 class Config(Section):
@@ -254,6 +264,22 @@ class Config(Section):
         data = {k: v for k, v in self.to_dict().items() if k not in exclude}
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"a.b.c": value}``; parameter dicts stay whole values.
+
+    >>> dotted({"train": {"epochs": 2}, "method": {"loss": {"params": {"margin": 0.1}}}})
+    {'train.epochs': 2, 'method.loss.params': {'margin': 0.1}}
+    """
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        whole = k.endswith("params") or k == "options"
+        if isinstance(v, dict) and v and not whole:
+            out.update(dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -1,6 +1,8 @@
 import numpy as np
+from typer.testing import CliRunner
 
 from data.fixtures import make_cub, make_inshop, make_sop, write_image
+from dmlkit.cli.app import app
 from dmlkit.data.catalog import Catalog
 from dmlkit.data.cub import load_cub
 from dmlkit.data.describe import describe_catalog
@@ -18,9 +20,13 @@ def test_size_stats_of_files(tmp_path):
     assert d["images"] == 5 and d["classes"] == 2 and d["train"]["images"] == 5
     stats = d["image_stats"]
     assert stats["sampled"] == 5 and stats["unreadable"] == 1 and stats["modes"] == {"RGB": 4}
+    [line] = stats["unreadable_files"]
+    assert line.startswith(f"{tmp_path / 'k1/9.png'}: ") and "identify" in line
     assert stats["width"] == {"min": 10, "median": 25.0, "max": 50}
     assert stats["height"] == {"min": 10, "median": 25.0, "max": 40}
     assert describe_catalog(load_folder(tmp_path), sample_images=2)["image_stats"]["sampled"] == 2
+    res = CliRunner().invoke(app, ["datasets", "--describe", "folder", "--root", str(tmp_path)])
+    assert res.exit_code == 0 and str(tmp_path / "k1" / "9.png") in res.output
 
 
 def test_query_gallery_super_labels_and_boxes(tmp_path):

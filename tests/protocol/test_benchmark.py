@@ -184,3 +184,33 @@ def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset):
         assert cfg.data.name == dataset and cfg.data.protocol == "zero_shot"
         assert cfg.train.batch_size // cfg.train.m_per_class <= 2  # a fold trains on 2 classes
         assert set(spec.search) >= {"optim.lr"}
+
+
+@pytest.mark.slow
+def test_benchmark_runs_are_logged_one_per_training_run_grouped_by_study(tmp_path):
+    """MLflow: experiment = benchmark, a parent run per method's study, a child run per trained
+    run (search folds and final models) in one mlflow.db; TensorBoard: a folder per run."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from mlflow.tracking import MlflowClient
+
+    from dmlkit.engine.tracking.mlflow_logger import GROUP_TAG, PARENT_TAG, RUN_DIR_TAG
+
+    base = tiny(tmp_path)
+    bench = tiny(tmp_path, trials=1, seeds=2,
+                 set={**base.set, "run.loggers": ["mlflow", "tensorboard"]})
+    bm.run_benchmark(bench)
+    out = tmp_path / "bench"
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    [parent] = [r for r in runs if GROUP_TAG in r.data.tags]
+    assert parent.data.tags[GROUP_TAG] == "tiny/triplet"
+    children = [r for r in runs if GROUP_TAG not in r.data.tags]
+    trained = sorted(p.resolve() for p in (out / "triplet").glob("fold*"))
+    assert len(trained) == 4  # 1 trial x 2 folds (also final seed 0) + final seed 1 x 2 folds
+    assert sorted(r.data.tags[RUN_DIR_TAG] for r in children) == [str(p) for p in trained]
+    assert {r.data.tags[PARENT_TAG] for r in children} == {parent.info.run_id}
+    for run, path in ((r, Path(r.data.tags[RUN_DIR_TAG])) for r in children):
+        final = json.loads((path / "metrics.json").read_text())["final"]["map_at_r"]
+        assert run.data.metrics["final/map_at_r"] == pytest.approx(final, rel=1e-12)
+        assert (path / "tensorboard").is_dir()

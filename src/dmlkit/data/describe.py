@@ -15,7 +15,8 @@ def image_stats(catalog: Catalog, sample_images: int = 200, seed: int = 0) -> di
     """Width and height (min / median / max) and modes of the images.
 
     In-memory images share one shape; files are read (headers only) for a seeded sample of
-    ``sample_images`` of them; unreadable files are counted.
+    ``sample_images`` of them; unreadable files are counted and listed (``unreadable_files``:
+    "path: reason").
     """
     if catalog.images is not None:
         n, h, w, c = catalog.images.shape
@@ -29,15 +30,17 @@ def image_stats(catalog: Catalog, sample_images: int = 200, seed: int = 0) -> di
 
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.permutation(len(catalog))[: max(0, sample_images)])
-    sizes, modes, unreadable = [], {}, 0
+    sizes, modes, unreadable = [], {}, []
     for i in pick:
         try:
             with Image.open(catalog.paths[i]) as im:
                 sizes.append(im.size)
                 modes[im.mode] = modes.get(im.mode, 0) + 1
-        except (OSError, ValueError):
-            unreadable += 1
-    out: dict = {"sampled": len(pick), "unreadable": unreadable, "modes": modes}
+        except (OSError, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            unreadable.append(f"{catalog.paths[i]}: {reason}")
+    out: dict = {"sampled": len(pick), "unreadable": len(unreadable),
+                 "unreadable_files": unreadable, "modes": modes}
     if sizes:
         wh = np.array(sizes)
         out["width"], out["height"] = _stats(wh[:, 0]), _stats(wh[:, 1])

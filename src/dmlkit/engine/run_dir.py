@@ -87,6 +87,15 @@ class RunDir:
     def read_json(self, name: str) -> dict:
         return json.loads((self.path / name).read_text())
 
+    def metrics_rows(self) -> list[dict[str, float]]:
+        """The rows of ``metrics.csv`` as numbers (empty cells left out)."""
+        path = self.path / "metrics.csv"
+        if not path.is_file():
+            return []
+        with path.open(newline="") as f:
+            return [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                    for row in csv.DictReader(f)]
+
     def append_metrics(self, row: dict) -> None:
         """One row of ``metrics.csv`` (columns fixed by the first row)."""
         path = self.path / "metrics.csv"

@@ -44,6 +44,7 @@ from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_si
 from dmlkit.engine.precision import training_view
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
+from dmlkit.engine.tracking.tracker import Tracker
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_sharded
@@ -422,8 +423,24 @@ class Trainer:
         return patience is not None and self.bad_epochs >= patience
 
     def fit(self) -> dict:
-        """Train for ``train.epochs``; returns and writes ``metrics.json``."""
+        """Train for ``train.epochs``; returns and writes ``metrics.json``.
+
+        Rank 0 also logs to ``run.loggers``: each epoch after its checkpoint, the test metrics
+        and files at the end (`dmlkit.engine.tracking.tracker`).
+        """
+        tracker = Tracker.open(self.cfg, self.run.path) if self.dist.is_main else Tracker([])
+        finished = False
+        try:
+            results = self._fit(tracker)
+            finished = True
+        finally:
+            tracker.close(finished)
+        return results
+
+    def _fit(self, tracker: Tracker) -> dict:
         cfg = self.cfg
+        if tracker.loggers:
+            tracker.log_epochs(self.run.metrics_rows())  # what a crash kept from the trackers
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         if not self.dist.is_main:
             distributed.barrier()  # rank 0 prepares first (e.g. trains and caches a master)
@@ -450,6 +467,8 @@ class Trainer:
                 if self.dist.is_main:
                     self.run.append_metrics(row)
                 self.save_checkpoint()
+                if tracker.loggers:
+                    tracker.log_epochs(self.run.metrics_rows())
                 if self._stop_requested(stop):
                     raise self._interrupted(stop)
                 if self._early_stopped():
@@ -473,6 +492,7 @@ class Trainer:
         if self.dist.is_main:
             self.run.write_json("metrics.json", self.results)
             write_run_report(self.run.path)
+            tracker.log_results(self.run.path)
         distributed.barrier()  # the run directory is complete before any rank returns
         return self.results
 

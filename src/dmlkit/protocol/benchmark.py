@@ -25,7 +25,7 @@ import optuna
 from rich.console import Console
 
 from dmlkit import config as config_mod
-from dmlkit.config import Config
+from dmlkit.config import Config, dotted
 from dmlkit.engine.checkpoint import save_weights
 from dmlkit.engine.run_dir import RunDir, environment
 from dmlkit.engine.train import train
@@ -49,33 +49,20 @@ def config_hash(cfg: Config) -> str:
     return cfg.digest(exclude=("run",))
 
 
-def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as ``{"a.b.c": value}``; parameter dicts stay whole values.
-
-    >>> dotted({"train": {"epochs": 2}, "method": {"loss": {"params": {"margin": 0.1}}}})
-    {'train.epochs': 2, 'method.loss.params': {'margin': 0.1}}
-    """
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        whole = k.endswith("params") or k == "options"
-        if isinstance(v, dict) and v and not whole:
-            out.update(dotted(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def method_config(
     bench: BenchmarkConfig, method: str, params: dict[str, Any], fold: int, seed: int
 ) -> Config:
     """The run config of ``method`` with searched ``params`` on ``fold`` with ``seed``.
 
-    Precedence: method preset < ``budget`` preset < benchmark ``set`` < method ``overrides``
-    < ``params`` < protocol keys.
+    Precedence: method preset < tracking defaults (MLflow experiment: the benchmark, parent
+    run: the method's study, one database in the output folder) < ``budget`` preset <
+    benchmark ``set`` < method ``overrides`` < ``params`` < protocol keys.
     """
     spec = bench.methods[method]
     budget = dotted(config_mod.load_raw(bench.budget)) if bench.budget else {}
-    keys = {**budget, **bench.set, **spec.overrides, **params,
+    tracking = {"run.experiment": bench.name, "run.group": f"{bench.name}/{method}",
+                "run.tracking_uri": f"sqlite:///{Path(bench.output).resolve() / 'mlflow.db'}"}
+    keys = {**tracking, **budget, **bench.set, **spec.overrides, **params,
             "data.folds": bench.folds, "data.fold": fold, "data.val_fraction": 0.0,
             "train.seed": seed, "run.root": str(Path(bench.output) / method)}
     cfg = config_mod.load(spec.preset, [f"{k}={json.dumps(v)}" for k, v in keys.items()])
@@ -101,6 +88,12 @@ def validation_score(run: RunDir) -> float:
     return float(best["map_at_r"])
 
 
+def bench_study(bench: BenchmarkConfig, method: str, storage: str, worker: int) -> optuna.Study:
+    """The study ``<benchmark name>/<method>`` in ``storage``, with the benchmark's settings."""
+    return open_study(f"{bench.name}/{method}", storage, bench.sampler, bench.seed, worker,
+                      bench.prune_after, bench.startup_trials, bench.heartbeat_s, bench.grace_s)
+
+
 def search_method(
     bench: BenchmarkConfig, method: str, storage: str, worker: int = 0,
     console: Console | None = None,
@@ -109,8 +102,7 @@ def search_method(
     spec = bench.methods[method]
     if method_config(bench, method, {}, 0, SEARCH_SEED).train.eval_every < 1:
         raise ConfigError(f"method {method}: the search needs validation (train.eval_every >= 1)")
-    study = open_study(f"{bench.name}/{method}", storage, bench.sampler, bench.seed, worker,
-                       bench.prune_after, bench.startup_trials)
+    study = bench_study(bench, method, storage, worker)
 
     def score_fold(params: dict[str, Any], fold: int) -> float:
         return validation_score(
@@ -194,8 +186,7 @@ def run_benchmark(
         methods = {}
         for name, spec in bench.methods.items():
             if stage == "final":
-                study = open_study(f"{bench.name}/{name}", url, bench.sampler, bench.seed,
-                                   worker, bench.prune_after, bench.startup_trials)
+                study = bench_study(bench, name, url, worker)
             else:
                 study = search_method(bench, name, url, worker, console)
             if stage == "search":

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dmlkit.config import format_validation_error
 from dmlkit.errors import ConfigError
-from dmlkit.protocol.search import ParamSpec
+from dmlkit.protocol.search import GRACE_S, HEARTBEAT_S, ParamSpec
 
 _NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
@@ -70,6 +70,9 @@ class BenchmarkConfig(_Strict):
     seed: int = 0
     prune_after: int | None = Field(5, ge=0, description="trials before pruning (null: never)")
     storage: str | None = Field(None, description="study database URL (default: SQLite file)")
+    heartbeat_s: int = Field(HEARTBEAT_S, ge=1, description="a running trial's heartbeat period")
+    grace_s: int = Field(GRACE_S, ge=1, description="a trial without heartbeat for this long "
+                         "is stale (its worker died): failed, then retried")
     budget: str | None = Field(None, description="preset whose every key overrides each method's")
     set: dict[str, Any] = Field(default_factory=dict)
     methods: dict[str, MethodSpec] = Field(min_length=1)

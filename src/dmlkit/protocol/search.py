@@ -12,24 +12,36 @@ and a study stored in a database so that it can be interrupted, resumed and shar
   machines). Trials that already finished (complete or pruned) count toward ``trials`` and are
   not redone; trials that were interrupted (failed, or stale: no heartbeat for `GRACE_S`
   seconds) are retried once with the same parameters.
+- The budget is exact with any number of workers: a worker starts a trial only while fewer
+  than ``trials`` trials are finished or running, and it checks and creates the trial under a
+  lock shared by all workers (`storage_lock`), so two workers never take the last slot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import threading
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 from pydantic import BaseModel, ConfigDict, model_validator
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.errors import ConfigError, TrainingError
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TAKEN = (*FINISHED, TrialState.RUNNING)  # trials that hold a slot of the budget
 HEARTBEAT_S = 60
 GRACE_S = 180
 RETRY_OF = "retry_of"
@@ -148,12 +160,18 @@ def open_study(
     """
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            store = optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_s,
-                                               grace_period=grace_s)
-        except (ImportError, ValueError, SQLAlchemyError,
-                optuna.exceptions.StorageInternalError) as e:
-            raise ConfigError(f"cannot open the study storage {storage!r}: {e}") from None
+        for attempt in range(2):
+            try:
+                store = optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_s,
+                                                   grace_period=grace_s)
+                break
+            except SQLAlchemyError as e:  # once: workers that create a new database together
+                if attempt:
+                    raise ConfigError(f"cannot open the study storage {storage!r}: "
+                                      f"{str(e).splitlines()[0]}") from None
+                time.sleep(1.0)
+            except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
+                raise ConfigError(f"cannot open the study storage {storage!r}: {e}") from None
     pruner = (optuna.pruners.NopPruner() if prune_after is None
               else optuna.pruners.MedianPruner(n_startup_trials=prune_after))
     study = optuna.create_study(storage=store, study_name=name, direction="maximize",
@@ -180,19 +198,129 @@ def _retry_interrupted(study: optuna.Study, keys: set[str]) -> None:
             study.enqueue_trial(t.params, user_attrs={RETRY_OF: t.number})
 
 
+@contextlib.contextmanager
+def storage_lock(study: optuna.Study) -> Iterator[None]:
+    """Hold a lock shared by every process that uses ``study``'s storage.
+
+    PostgreSQL: a session advisory lock; MySQL: ``GET_LOCK``; SQLite: an exclusive ``flock``
+    on ``<database>.lock`` (SQLite workers share one machine). A killed holder's lock goes
+    with its connection or file descriptor.
+    """
+    storage = study._storage
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    key = f"dmlkit/{study.study_name}"
+    dialect = None if engine is None else engine.dialect.name
+    if dialect == "sqlite":
+        database = make_url(str(engine.url)).database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(Path(database).with_name(Path(database).name + ".lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    if dialect not in ("postgresql", "mysql"):
+        yield
+        return
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    lock, unlock = (("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)")
+                    if dialect == "postgresql" else
+                    ("SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)"))
+    value = number if dialect == "postgresql" else key[:64]
+    with engine.connect() as conn:
+        conn.execute(text(lock), {"k": value})
+        try:
+            yield
+        finally:
+            conn.execute(text(unlock), {"k": value})
+            conn.commit()
+
+
+def reserve_trial(study: optuna.Study, trials: int, keys: set[str]) -> optuna.Trial | None:
+    """A new running trial if fewer than ``trials`` trials are finished or running, else None.
+
+    Under `storage_lock`: stale trials are failed and queued for their retry, the slots are
+    counted, and the trial is created (a queued retry first), all before another worker looks.
+    """
+    with storage_lock(study):
+        _retry_interrupted(study, keys)
+        if len(study.get_trials(deepcopy=False, states=TAKEN)) >= trials:
+            return None
+        with warnings.catch_warnings():  # Optuna expects heartbeats with Study.optimize only
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            return study.ask()
+
+
+def _heartbeat_interval(study: optuna.Study) -> int | None:
+    getter = getattr(study._storage, "get_heartbeat_interval", None)
+    return None if getter is None else getter()
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat every ``heartbeat_interval`` seconds while it runs (a
+    trial whose heartbeat stops for ``grace_period`` seconds is stale: its worker died)."""
+    storage, interval = study._storage, _heartbeat_interval(study)
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial,
+               objective: Callable[[optuna.Trial], float]) -> None:
+    """Run ``objective`` on ``trial`` and store its outcome: complete, pruned, or failed (the
+    exception is raised again)."""
+    with heartbeat(study, trial):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    study.tell(trial, value)
+
+
 def optimize(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     trials: int,
     space: dict[str, ParamSpec],
+    poll_s: float | None = None,
 ) -> int:
-    """Run trials until ``trials`` have finished in the study (all workers together).
+    """Run trials until ``trials`` have finished in the study (all workers together), never
+    more: each trial takes a slot with `reserve_trial`.
 
+    While the slots are taken but trials of other workers still run, wait (``poll_s``; default
+    the heartbeat interval) for them to finish, or to go stale and be retried here.
     Returns how many trials this call finished.
     """
-    _retry_interrupted(study, set(space))
-    before = finished_trials(study)
-    if before < trials:
-        study.optimize(objective, n_trials=trials - before,
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)])
-    return finished_trials(study) - before
+    keys, done = set(space), 0
+    interval = poll_s or _heartbeat_interval(study) or HEARTBEAT_S
+    while finished_trials(study) < trials:
+        trial = reserve_trial(study, trials, keys)
+        if trial is None:
+            time.sleep(interval)
+            continue
+        _run_trial(study, trial, objective)
+        done += 1
+    return done
