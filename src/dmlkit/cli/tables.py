@@ -6,9 +6,7 @@ import math
 
 from rich.table import Table
 
-COLUMNS = [("precision_at_1", "P@1"), ("recall_at_2", "R@2"), ("recall_at_4", "R@4"),
-           ("recall_at_8", "R@8"), ("r_precision", "R-Prec"), ("map_at_r", "MAP@R"),
-           ("nmi", "NMI"), ("ami", "AMI")]
+from dmlkit.evaluation.metric_names import COLUMNS
 
 
 def metrics_table(rows: dict[str, dict[str, float]], title: str = "test metrics") -> Table:
