@@ -23,16 +23,16 @@ F32_REL = 1e-5
 
 def magnitude(*tensors) -> float:
     """The largest absolute value over all given tensors/arrays (0 for empty or all-zero)."""
-    return max((float(torch.as_tensor(t).abs().max()) for t in tensors
-                if torch.as_tensor(t).numel()), default=0.0)
+    values = [torch.as_tensor(t).detach() for t in tensors]
+    return max((float(v.abs().max()) for v in values if v.numel()), default=0.0)
 
 
 def assert_close_scaled(actual, expected, rel: float = F32_REL, scale: float | None = None,
                         msg: str = "") -> None:
     """Assert ``actual`` ~ ``expected`` (tensors, arrays or numbers) within ``rel`` of
     ``scale`` (default: the largest magnitude of ``expected``) plus ``rel`` relative."""
-    a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual)
-    e = torch.as_tensor(np.asarray(expected) if not torch.is_tensor(expected) else expected)
+    a = (actual if torch.is_tensor(actual) else torch.as_tensor(np.asarray(actual))).detach()
+    e = (expected if torch.is_tensor(expected) else torch.as_tensor(np.asarray(expected))).detach()
     s = magnitude(e) if scale is None else scale
     torch.testing.assert_close(a, e.to(a.dtype), rtol=rel, atol=rel * s, check_dtype=False,
                                msg=(lambda m: f"{msg}: {m} (scale {s:.3g}, rel {rel:g})"))

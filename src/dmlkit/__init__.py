@@ -1,6 +1,8 @@
 """dmlkit: deep metric learning toolkit (MDR, Sharing Matters, Guided DML on one substrate)."""
 
-__version__ = "0.1.0"
+from dmlkit.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def __getattr__(name: str):

@@ -19,9 +19,10 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, Subset
 
 from dmlkit import config as config_mod
+from dmlkit.base import process_group
+from dmlkit.base.files import load_weights
 from dmlkit.data.build import build_data
-from dmlkit.engine import distributed
-from dmlkit.engine.checkpoint import CheckpointFolder, load_weights
+from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.seed import seed_everything
 from dmlkit.engine.train import build_components
 from dmlkit.engine.trainer import evaluate_model
@@ -60,7 +61,7 @@ def one_iteration(case):
     """Every optimizer step of the first iteration: losses, gradients (model and method) after
     averaging over ranks, and the method's state (e.g. MDR statistics) afterwards."""
     cfg = case_config(case)
-    place = distributed.info()
+    place = process_group.info()
     data, method, model = build_components(cfg)
     batches = {}
     for name, sampler in method.batch_samplers(data.splits.train.labels, cfg.train).items():
@@ -77,7 +78,7 @@ def one_iteration(case):
         for p in params.values():
             p.grad = None
         losses["loss"].backward()
-        distributed.average_gradients(list(params.values()))
+        process_group.average_gradients(list(params.values()))
         steps.append({"losses": {k: float(v.detach()) for k, v in losses.items()},
                       "grads": {k: p.grad.clone() for k, p in params.items()
                                 if p.grad is not None}})
@@ -159,10 +160,10 @@ def test_evaluation_on_two_ranks_equals_one_process(tmp_path):
 
 def test_gather_by_index_orders_rows_and_refuses_lost_ones():
     rows = torch.tensor([[2.0], [0.0], [1.0]])
-    out = distributed.gather_by_index(rows, torch.tensor([2, 0, 1]), 3)
+    out = process_group.gather_by_index(rows, torch.tensor([2, 0, 1]), 3)
     assert out.flatten().tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(RuntimeError, match="lost or doubled"):
-        distributed.gather_by_index(rows, torch.tensor([2, 0, 0]), 3)
+        process_group.gather_by_index(rows, torch.tensor([2, 0, 0]), 3)
 
 
 # ---------------------------------------------------------------- whole runs, real processes

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from dmlkit.engine.checkpoint import CheckpointFolder, load_state, load_weights
+from dmlkit.base.files import load_weights
+from dmlkit.engine.checkpoint import CheckpointFolder, load_state
 
 # 3 epochs x 30 batches; random crops and flips (torch RNG), MDR (method state), Adam.
 ARGS = ["train", "digits-smoke", "--set", "eval.nmi=false", "--set", "train.epochs=3",

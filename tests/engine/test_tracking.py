@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from dmlkit import config as config_mod
+from dmlkit.base.run_dir import RunDir
 from dmlkit.engine.checkpoint import CheckpointFolder
-from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.tracking.logger import require
 from dmlkit.engine.tracking.tracker import Tracker
 from dmlkit.errors import ConfigError

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from dmlkit import config
-from dmlkit.engine.checkpoint import load_state, load_weights, save_state
-from dmlkit.engine.run_dir import RunDir
+from dmlkit.base.files import load_weights
+from dmlkit.base.run_dir import RunDir
+from dmlkit.engine.checkpoint import load_state, save_state
 from dmlkit.engine.train import build_components, train
 from dmlkit.engine.trainer import Trainer
 from dmlkit.errors import CheckpointError, ConfigError, TrainingError

@@ -8,8 +8,9 @@ import torch
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import ContrastiveLoss, MarginLoss, TripletMarginLoss
 
+from dmlkit.base.distances import pairwise_distances
 from dmlkit.errors import ConfigError, TrainingError
-from dmlkit.losses.mdr import MDRRegularizer, pairwise_distances
+from dmlkit.losses.mdr import MDRRegularizer
 
 
 def _batch(seed: int, n: int = 10, dim: int = 6) -> torch.Tensor:

@@ -7,6 +7,7 @@ from pytorch_metric_learning import losses, miners
 from torch import nn
 
 from dmlkit import config as config_mod
+from dmlkit.base.files import load_weights, save_weights
 from dmlkit.config import (
     Config,
     DataConfig,
@@ -20,7 +21,6 @@ from dmlkit.config import (
 from dmlkit.data.build import build_data
 from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
-from dmlkit.engine.checkpoint import load_weights, save_weights
 from dmlkit.errors import ConfigError
 from dmlkit.methods import guided as guided_mod
 from dmlkit.methods.build import build_method

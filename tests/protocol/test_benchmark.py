@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from dmlkit.base.files import load_weights
+from dmlkit.base.run_dir import RunDir
 from dmlkit.cli.app import app
-from dmlkit.engine.checkpoint import load_weights
-from dmlkit.engine.run_dir import RunDir
 from dmlkit.errors import ConfigError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_embeddings

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from dmlkit import config
+from dmlkit.base.files import save_weights
+from dmlkit.base.run_dir import environment
 from dmlkit.data.build import build_data
-from dmlkit.engine.checkpoint import save_weights
-from dmlkit.engine.run_dir import environment
 from dmlkit.protocol.benchmark_config import BenchmarkConfig
 from dmlkit.protocol.final import EMBEDDINGS, summarize
 from dmlkit.protocol.report import write_report

@@ -11,13 +11,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dmlkit.cli.consoles import console, err_console
 from dmlkit.cli.serve_commands import register as register_serve_commands
 from dmlkit.errors import DmlkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Deep metric learning: train, evaluate, compare, retrieve.")
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 _state = {"debug": False}
 
 
@@ -66,13 +65,13 @@ def train(
     ``torchrun --nproc-per-node N -m dmlkit train ...`` yourself is the same (and multi-node).
     """
     from dmlkit import config as config_mod
+    from dmlkit.base import process_group
     from dmlkit.cli.tables import metrics_table
-    from dmlkit.engine import distributed
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
     cfg = None if resume is not None else config_mod.load(config, set_ or [])
-    if devices > 1 and not distributed.launched():
+    if devices > 1 and not process_group.launched():
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []
@@ -140,9 +139,9 @@ def reproduce(
 ):
     """Train again from a run's resolved config (same seed) and compare the metrics."""
     from dmlkit import config as config_mod
+    from dmlkit.base import process_group
+    from dmlkit.base.run_dir import RunDir
     from dmlkit.cli.tables import metrics_table
-    from dmlkit.engine import distributed
-    from dmlkit.engine.run_dir import RunDir
 
     old = RunDir(run_dir)
     if not old.config_path.is_file():
@@ -152,7 +151,7 @@ def reproduce(
     env = old.read_json("env.json") if (old.path / "env.json").is_file() else {}
     original = env.get("world_size", 1)
     devices = devices or original
-    if devices > 1 and not distributed.launched():
+    if devices > 1 and not process_group.launched():
         _relaunch(devices, ["reproduce", str(run_dir), "--name", cfg.run.name,
                             "--devices", str(devices)])
         return

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from dmlkit.cli.consoles import console
 
 
 def benchmark(
@@ -27,13 +26,13 @@ def benchmark(
 
     Re-running continues: finished trials and finished fold runs are reused.
     """
-    from dmlkit.engine import distributed
+    from dmlkit.base import process_group
     from dmlkit.engine.interrupt import TrainingInterrupted
     from dmlkit.errors import ConfigError
     from dmlkit.protocol.benchmark import run_benchmark
     from dmlkit.protocol.benchmark_config import load_benchmark_config
 
-    if distributed.launched():
+    if process_group.launched():
         raise ConfigError("dmlkit benchmark runs in one process (several machines share a "
                           "study with --storage and --worker), not under torchrun")
     if stage not in ("all", "search", "final", "report"):

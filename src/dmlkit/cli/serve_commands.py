@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from dmlkit.cli.consoles import console
+
 RunArg = Annotated[Path, typer.Argument(help="a run directory (runs/<name>/)")]
 ImagesArg = Annotated[Path, typer.Argument(help="a folder of images (class folders give labels)")]
 BatchOpt = Annotated[int, typer.Option(help="images per forward pass")]
@@ -39,9 +41,8 @@ def embed(
     """Embed every image of a folder; writes embeddings, labels and relative paths."""
     import torch
 
-    from dmlkit import __version__
-    from dmlkit.cli.app import console
     from dmlkit.serve.embeddings_file import EmbeddingsFile, check_suffix
+    from dmlkit.version import __version__
 
     check_suffix(output)
     loaded, listing, emb = _embed_folder(run_dir, images_dir, batch_size, device, workers,
@@ -73,7 +74,6 @@ def index(
     """Embed a folder and build a faiss index of it; approximate kinds report their recall."""
     from rich.table import Table
 
-    from dmlkit.cli.app import console
     from dmlkit.serve.index import GalleryIndex, check_kind
 
     check_kind(kind)
@@ -108,8 +108,7 @@ def search(
     """Nearest gallery images of each query image."""
     from rich.table import Table
 
-    from dmlkit.cli.app import console
-    from dmlkit.engine.checkpoint import atomic_write_bytes
+    from dmlkit.base.files import atomic_write_bytes
     from dmlkit.engine.seed import resolve_device
     from dmlkit.errors import CheckpointError
     from dmlkit.serve.gallery_html import search_page
@@ -150,7 +149,6 @@ def export(
     ] = None,
 ):
     """Export the model (transformed images -> embeddings), checked against the eager model."""
-    from dmlkit.cli.app import console
     from dmlkit.serve.export import export_model
     from dmlkit.serve.load import load_run
 

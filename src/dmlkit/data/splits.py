@@ -10,7 +10,7 @@
 
 ``val_fraction`` holds out the last classes of the train classes (class-disjoint) for
 validation during training. ``folds`` (zero_shot only) instead cuts the train classes into K
-contiguous class ranges (`dmlkit.protocol.folds`): fold ``fold`` validates on range ``fold``
+contiguous class ranges (`dmlkit.data.folds`): fold ``fold`` validates on range ``fold``
 and trains on the other K - 1 (MLRC's class-disjoint cross-validation).
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dmlkit.data.catalog import Catalog
+from dmlkit.data.folds import fold_classes
 from dmlkit.errors import DataError
-from dmlkit.protocol.folds import fold_classes
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,18 @@ from pathlib import Path
 from rich.console import Console
 
 from dmlkit import config as config_mod
+from dmlkit.base import process_group
+from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.engine import distributed
-from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
 from dmlkit.errors import CheckpointError
 from dmlkit.methods.base import Method
 from dmlkit.methods.build import build_method
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
+from dmlkit.models.run_model import method_heads
 
 
 def train(cfg: Config, resume: Path | None = None, console: Console | None = None) -> RunDir:
@@ -36,14 +38,14 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
         cfg = config_mod.load(str(run.config_path))
     else:
         run = None
-    if distributed.launched():
+    if process_group.launched():
         place, device = distributed.init_from_env(cfg.train.device)
     else:
-        place, device = distributed.info(), resolve_device(cfg.train.device)
+        place, device = process_group.info(), resolve_device(cfg.train.device)
     data, method, model = build_components(cfg)
     if run is None:
         created = str(RunDir.create(cfg).path) if place.is_main else None
-        run = RunDir(Path(distributed.broadcast_object(created)))
+        run = RunDir(Path(process_group.broadcast_object(created)))
     trainer = Trainer(cfg, data, model, method, run, device, console)
     if resume is not None:
         trainer.resume()
@@ -59,12 +61,3 @@ def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
     method = build_method(cfg, data.splits.train.classes)
     model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
     return data, method, model
-
-
-def method_heads(cfg: Config) -> dict:
-    """Extra heads and the retrieval head(s) a method needs from the model."""
-    if cfg.method.name == "sharing":
-        s = cfg.method.sharing
-        retrieval = "embedding" if s.retrieval == "class" else ["embedding", "shared"]
-        return {"extra_heads": {"shared": s.shared_dim}, "retrieval": retrieval}
-    return {}

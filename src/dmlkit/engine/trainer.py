@@ -30,26 +30,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dmlkit.base import process_group
+from dmlkit.base.files import WriteError, atomic_write_bytes, first_line, save_weights
+from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
-from dmlkit.engine import distributed
-from dmlkit.engine.checkpoint import (
-    CheckpointFolder,
-    WriteError,
-    atomic_write_bytes,
-    first_line,
-    save_weights,
-)
+from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
 from dmlkit.engine.precision import training_view
-from dmlkit.engine.run_dir import RunDir
+from dmlkit.engine.run_report import write_run_report
 from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
 from dmlkit.engine.tracking.tracker import Tracker
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_sharded
 from dmlkit.methods.base import Method
-from dmlkit.protocol.run_report import write_run_report
 
 PRIMARY = "map_at_r"
 MAX_LISTED = 100  # skipped steps listed in metrics.json
@@ -127,10 +122,10 @@ def evaluate_model(
     if e.classification:
         metrics.append("nn_classification")
     result = None
-    if distributed.info().is_main:
+    if process_group.info().is_main:
         result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
                           distance=e.distance, normalize=e.normalize, kmeans_seed=e.kmeans_seed)
-    return distributed.broadcast_object(result)
+    return process_group.broadcast_object(result)
 
 
 class Trainer:
@@ -151,7 +146,7 @@ class Trainer:
         console: Console | None = None,
     ) -> None:
         self.cfg, self.data, self.run, self.device = cfg, data, run, device
-        self.dist = distributed.info()
+        self.dist = process_group.info()
         t = cfg.train
         if self.dist.active and cfg.eval.bn_train_mode:
             raise ConfigError("eval.bn_train_mode (BatchNorm batch statistics at evaluation) "
@@ -229,7 +224,7 @@ class Trainer:
                 outcome = ("ok", str(path))
             except WriteError as e:
                 outcome = ("error", str(e))
-        status, text = distributed.broadcast_object(outcome)
+        status, text = process_group.broadcast_object(outcome)
         if status == "error":
             raise CheckpointError(
                 f"could not save a checkpoint ({text}); the previous one "
@@ -365,7 +360,7 @@ class Trainer:
         bad = None if torch.isfinite(loss) else "loss"
         if bad is None:
             self.scaler.scale(loss).backward()
-            distributed.average_gradients(params)
+            process_group.average_gradients(params)
             if self.scaler.is_enabled():
                 self.scaler.unscale_(self.optimizer)
             grads = [p.grad for p in params if p.grad is not None]
@@ -404,7 +399,7 @@ class Trainer:
     def _stop_requested(stop: StopOnSignal) -> bool:
         """Whether a signal reached any rank; then ``stop.requested`` names one on every rank
         (SIGTERM where the signal reached another rank)."""
-        if not distributed.any_rank(stop.requested is not None):
+        if not process_group.any_rank(stop.requested is not None):
             return False
         stop.requested = stop.requested or signal.SIGTERM
         return True
@@ -443,12 +438,12 @@ class Trainer:
             tracker.log_epochs(self.run.metrics_rows())  # what a crash kept from the trackers
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         if not self.dist.is_main:
-            distributed.barrier()  # rank 0 prepares first (e.g. trains and caches a master)
+            process_group.barrier()  # rank 0 prepares first (e.g. trains and caches a master)
         self.method.prepare(self.model, self.data, self.run.path, self.device)
         if self.dist.active:
             if self.dist.is_main:
-                distributed.barrier()
-            set_rng_state(distributed.broadcast_object(rng_state()))  # ranks draw alike
+                process_group.barrier()
+            set_rng_state(process_group.broadcast_object(rng_state()))  # ranks draw alike
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device)
@@ -493,7 +488,7 @@ class Trainer:
             self.run.write_json("metrics.json", self.results)
             write_run_report(self.run.path)
             tracker.log_results(self.run.path)
-        distributed.barrier()  # the run directory is complete before any rank returns
+        process_group.barrier()  # the run directory is complete before any rank returns
         return self.results
 
     def _validate(self, row: dict) -> None:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dmlkit.engine import distributed
+from dmlkit.base import process_group
 
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def extract_sharded(
     each sample exactly once (no padding duplicates). One process: `extract_embeddings`.
     (``train_mode`` would normalize per-rank batches: the trainer refuses it with several ranks.)
     """
-    world = distributed.info()
+    world = process_group.info()
     if not world.active:
         return extract_embeddings(model, dataset, batch_size, device, num_workers, train_mode)
     n = len(dataset)
@@ -62,5 +62,5 @@ def extract_sharded(
         probe, label = extract_embeddings(model, Subset(dataset, [0]), 1, device)
         emb, labels = probe[:0], label[:0]
     index = torch.arange(lo, hi)
-    return (distributed.gather_by_index(emb, index, n),
-            distributed.gather_by_index(labels, index, n))
+    return (process_group.gather_by_index(emb, index, n),
+            process_group.gather_by_index(labels, index, n))

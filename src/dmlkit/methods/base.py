@@ -6,7 +6,7 @@ each of the method's streams and calls ``steps``; every yielded dict of named lo
 optimizer step (``"loss"`` is back-propagated, every entry is logged).
 
 Under torch.distributed ``steps`` receives this rank's slice of each global batch; a method
-passes embeddings, labels and sample indices through `dmlkit.engine.distributed.gather` before
+passes embeddings, labels and sample indices through `dmlkit.base.process_group.gather` before
 its miners and losses, so they see the global batch (identity on one process).
 """
 

@@ -28,14 +28,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from dmlkit.base.files import atomic_write_bytes, load_weights, save_weights
+from dmlkit.base.process_group import gather
 from dmlkit.config import GuidedConfig, LossConfig, TrainConfig
 from dmlkit.data.class_pair_triplets import build_class_pair_triplets
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.holdout import random_holdout
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
 from dmlkit.data.transforms import build_transform
-from dmlkit.engine.checkpoint import atomic_write_bytes, load_weights, save_weights
-from dmlkit.engine.distributed import gather
 from dmlkit.errors import ConfigError
 from dmlkit.losses.distill import EmbeddingDistillationLoss
 from dmlkit.losses.guided_master_loss import GuidedMasterLoss
@@ -48,6 +48,7 @@ from dmlkit.methods.guided_targets import (
 )
 from dmlkit.methods.metric import MetricMethod
 from dmlkit.models.multi_branch_master import MultiBranchMaster
+from dmlkit.models.run_model import load_run_model
 
 
 def training_set_key(catalog) -> str:
@@ -142,9 +143,7 @@ class GuidedMethod(MetricMethod):
         """Train or load the teacher; compute or load the cached targets of every train image."""
         dataset, labels = data.train_eval, data.splits.train.labels
         if self.cfg.teacher == "run":
-            from dmlkit.serve.load import load_run
-
-            teacher = load_run(Path(self.cfg.teacher_run)).model.to(device)
+            teacher = load_run_model(Path(self.cfg.teacher_run))[1].to(device)
             teacher_cfg = {"teacher_run": str(Path(self.cfg.teacher_run).resolve())}
             targets = load_or_compute(
                 run_dir, teacher, teacher_cfg,

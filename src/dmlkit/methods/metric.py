@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dmlkit.base.process_group import gather
 from dmlkit.config import LossConfig
-from dmlkit.engine.distributed import gather
 from dmlkit.losses.by_name import build_loss, build_miner
 from dmlkit.methods.base import Batch, Method
 

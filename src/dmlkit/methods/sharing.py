@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dmlkit.base.process_group import gather
 from dmlkit.config import LossConfig, SharingConfig, TrainConfig
 from dmlkit.data.surrogate_label_sampler import SurrogateLabelBatchSampler
-from dmlkit.engine.distributed import gather
 from dmlkit.losses.by_name import build_loss, build_miner
 from dmlkit.losses.decorrelation import DecorrelationLoss
 from dmlkit.methods.base import Batch, Method

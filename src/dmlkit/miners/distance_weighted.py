@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dmlkit.base.distances import pairwise_distances
 from dmlkit.errors import ConfigError, TrainingError
-from dmlkit.losses.mdr import pairwise_distances
 
 _LOG_FLOOR = 1e-8  # keeps log(1 - dist^2 / 4) finite for antipodal pairs (dist = 2)
 

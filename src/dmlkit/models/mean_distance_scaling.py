@@ -10,8 +10,8 @@ rank's slice gathered, gradients included), as on one process.
 import torch
 from torch import Tensor, nn
 
-from dmlkit.engine.distributed import gather
-from dmlkit.losses.mdr import pairwise_distances
+from dmlkit.base.distances import pairwise_distances
+from dmlkit.base.process_group import gather
 
 
 class MeanDistanceScaling(nn.Module):

@@ -25,9 +25,9 @@ import optuna
 from rich.console import Console
 
 from dmlkit import config as config_mod
+from dmlkit.base.files import save_weights
+from dmlkit.base.run_dir import RunDir, environment
 from dmlkit.config import Config, dotted
-from dmlkit.engine.checkpoint import save_weights
-from dmlkit.engine.run_dir import RunDir, environment
 from dmlkit.engine.train import train
 from dmlkit.errors import ConfigError, TrainingError
 from dmlkit.protocol.benchmark_config import BenchmarkConfig

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmlkit import __version__
+from dmlkit.base.files import atomic_write_bytes
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.registry import load_catalog
-from dmlkit.engine.checkpoint import atomic_write_bytes
 from dmlkit.errors import CheckpointError, ConfigError, DataError
 from dmlkit.serve.embed import EmbeddingInputs
 from dmlkit.serve.load import LoadedRun
+from dmlkit.version import __version__
 
 FORMATS = ("torchscript", "onnx")
 TOLERANCE = 1e-4

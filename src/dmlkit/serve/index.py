@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dmlkit import __version__
-from dmlkit.engine.checkpoint import atomic_write_bytes
+from dmlkit.base.files import atomic_write_bytes
 from dmlkit.errors import CheckpointError, ConfigError
 from dmlkit.evaluation.knn import knn, l2_normalize
 from dmlkit.serve.load import LoadedRun
+from dmlkit.version import __version__
 
 KINDS = ("flat", "ivf", "hnsw")
 FORMAT = "dmlkit-index"

@@ -9,17 +9,15 @@ from pathlib import Path
 
 import torch
 
-from dmlkit import config as config_mod
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.data.download import file_digest
 from dmlkit.data.transforms import build_transform
-from dmlkit.engine.checkpoint import load_weights
 from dmlkit.engine.seed import resolve_device
-from dmlkit.engine.train import method_heads
 from dmlkit.engine.trainer import evaluate_model
 from dmlkit.errors import CheckpointError
-from dmlkit.models.embedding_model import EmbeddingModel, build_model
+from dmlkit.models.embedding_model import EmbeddingModel
+from dmlkit.models.run_model import load_run_model
 from dmlkit.serve.embed import Images, embed_images
 
 
@@ -79,23 +77,7 @@ class LoadedRun:
 def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
     """The model of ``run_dir`` with its final (or ``best.safetensors``) weights."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config_mod.load(str(cfg_path))
-    state = load_weights(run_dir / weights)
-    first = next((v for k, v in state.items() if v.ndim == 4), None)
-    in_channels = int(first.shape[1]) if first is not None else 3
-    # the run's weights replace every parameter: no ImageNet weights to fetch
-    arch = cfg.model.model_copy(update={"pretrained": False})
-    model = build_model(arch, in_channels, **method_heads(cfg))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{run_dir / weights} does not match the run's model config: {str(e)[:200]}"
-        ) from None
-    model.eval()
+    cfg, model, in_channels = load_run_model(run_dir, weights)
     loaded = LoadedRun(run_dir, cfg, model, in_channels, weights=run_dir / weights)
     _ = loaded.fingerprint  # hash the weights now, as loaded, not when first asked
     return loaded

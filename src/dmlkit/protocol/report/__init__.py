@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from dmlkit import config as config_mod
+from dmlkit.base.files import load_weights
 from dmlkit.data.build import build_data
-from dmlkit.engine.checkpoint import load_weights
 from dmlkit.protocol.final import EMBEDDINGS
 from dmlkit.protocol.report.figures import (
     Figure,

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from dmlkit import config as config_mod
+from dmlkit.base import process_group
+from dmlkit.base.files import atomic_write_bytes
 from dmlkit.config import Config
-from dmlkit.engine import distributed
-from dmlkit.engine.checkpoint import atomic_write_bytes
 
 PACKAGES = ("dmlkit", "torch", "torchvision", "timm", "pytorch-metric-learning", "faiss-cpu",
             "numpy", "scikit-learn", "optuna")
@@ -36,7 +36,7 @@ def environment(seed: int) -> dict:
         "platform": platform.platform(),
         "cpu_count": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "world_size": distributed.info().world_size,
+        "world_size": process_group.info().world_size,
         "packages": versions,
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),

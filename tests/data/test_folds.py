@@ -4,9 +4,9 @@ import pytest
 from dmlkit import config
 from dmlkit.data.build import build_data
 from dmlkit.data.catalog import Catalog
+from dmlkit.data.folds import class_folds, fold_classes
 from dmlkit.data.splits import make_splits
 from dmlkit.errors import DataError
-from dmlkit.protocol.folds import class_folds, fold_classes
 
 
 def catalog(n_classes=16, n_per=4):

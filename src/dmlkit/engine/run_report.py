@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dmlkit.cli.tables import COLUMNS
+from dmlkit.evaluation.metric_names import COLUMNS
 
 
 def _columns(path: Path) -> dict[str, list[float]]:

@@ -1,0 +1,6 @@
+"""The CLI's rich consoles: results on stdout, messages and progress on stderr."""
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)

@@ -1,0 +1,44 @@
+"""A trained run's model, rebuilt from its run directory: the config's architecture (with the
+heads its method adds) and its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dmlkit import config as config_mod
+from dmlkit.base.files import load_weights
+from dmlkit.config import Config
+from dmlkit.errors import CheckpointError
+from dmlkit.models.embedding_model import EmbeddingModel, build_model
+
+
+def method_heads(cfg: Config) -> dict:
+    """Extra heads and the retrieval head(s) a method needs from the model."""
+    if cfg.method.name == "sharing":
+        s = cfg.method.sharing
+        retrieval = "embedding" if s.retrieval == "class" else ["embedding", "shared"]
+        return {"extra_heads": {"shared": s.shared_dim}, "retrieval": retrieval}
+    return {}
+
+
+def load_run_model(run_dir: Path, weights: str = "model.safetensors"
+                   ) -> tuple[Config, EmbeddingModel, int]:
+    """(config, model in eval mode, input channels) of ``run_dir`` with weights ``weights``."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = config_mod.load(str(cfg_path))
+    state = load_weights(run_dir / weights)
+    first = next((v for k, v in state.items() if v.ndim == 4), None)
+    in_channels = int(first.shape[1]) if first is not None else 3
+    # the run's weights replace every parameter: no ImageNet weights to fetch
+    arch = cfg.model.model_copy(update={"pretrained": False})
+    model = build_model(arch, in_channels, **method_heads(cfg))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{run_dir / weights} does not match the run's model config: {str(e)[:200]}"
+        ) from None
+    return cfg, model.eval(), in_channels
