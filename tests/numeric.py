@@ -23,7 +23,7 @@ F32_REL = 1e-5
 
 def magnitude(*tensors) -> float:
     """The largest absolute value over all given tensors/arrays (0 for empty or all-zero)."""
-    values = [torch.as_tensor(t).detach() for t in tensors]
+    values = [torch.as_tensor(t).detach().double() for t in tensors]  # bool/int state too
     return max((float(v.abs().max()) for v in values if v.numel()), default=0.0)
 
 
