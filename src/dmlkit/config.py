@@ -332,6 +332,11 @@ def load(name_or_path: str, overrides: list[str] | None = None) -> Config:
     return from_dict(apply_overrides(load_raw(name_or_path), overrides or []))
 
 
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text (the form of a run's ``config.yaml``)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    Path(path).write_text(to_yaml(cfg))

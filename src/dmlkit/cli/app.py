@@ -1,29 +1,101 @@
-"""The ``dmlkit`` command line (typer). User errors print one line; ``--debug`` adds tracebacks."""
+"""The ``dmlkit`` command line (typer). User errors print one line; ``--debug`` adds tracebacks.
+
+Every way a command can end goes through `DmlkitGroup.main`, so ``dmlkit ...``, ``python -m
+dmlkit ...`` and ``typer.testing.CliRunner`` behave alike:
+
+- usage errors (unknown command or option, missing or bad argument): one line, exit 2;
+- `DmlkitError` and OSError: one line, exit 2 (a stopped training run: 128 + signal, with the
+  command that continues it);
+- Ctrl-C anywhere else: one line, exit 130.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from dmlkit.cli.serve_commands import register as register_serve_commands
-from dmlkit.errors import DmlkitError
+from dmlkit.errors import ConfigError, DmlkitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Deep metric learning: train, evaluate, compare, retrieve.")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 _state = {"debug": False}
+USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
+    """One line on stderr (``error:`` before usage and user errors), then exit ``code``."""
+    err_console.print(("[red]error:[/red] " if code == USAGE_ERROR else "") + escape(message))
+    sys.exit(code)
+
+
+def _usage_hint(err: typer.TyperException) -> str:
+    """Where to look after a usage error; for an unknown ``--KEY`` of a command that takes a
+    config, the ``--set SECTION.KEY=...`` it probably meant."""
+    ctx = getattr(err, "ctx", None)
+    if ctx is None:
+        return ""
+    option = getattr(err, "option_name", "") or ""
+    if option.startswith("--") and any(p.name == "set_" for p in ctx.command.params):
+        from dmlkit.config import Config
+
+        key = option[2:].replace("-", "_")
+        sections = [name for name, f in Config.model_fields.items()
+                    if key in f.annotation.model_fields]
+        if sections:
+            return f" (config keys are set with --set, e.g. --set {sections[0]}.{key}=...)"
+    return f" (see '{ctx.command_path} --help')"
+
+
+class DmlkitGroup(TyperGroup):
+    """The ``dmlkit`` group: runs a command and turns every way it can end into an exit
+    status with at most one line of explanation (see the module doc)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as e:  # typer's own click: usage errors
+            _fail(e.format_message().strip().splitlines()[0].rstrip(".") + _usage_hint(e),
+                  getattr(e, "exit_code", USAGE_ERROR))
+        except DmlkitError as e:
+            if _state["debug"]:
+                raise
+            _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))  # stopped runs: 128 + signal
+        except OSError as e:
+            if _state["debug"]:
+                raise
+            _fail(str(e))
+        except (typer.Abort, KeyboardInterrupt):
+            _fail("interrupted", INTERRUPTED)
+        # typer returns (does not raise) the exit status of a typer.Exit, and turns Ctrl-C
+        # into Exit(130)
+        if code == INTERRUPTED:
+            _fail("interrupted", INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=DmlkitGroup, add_completion=False, invoke_without_command=True,
+                  help="Deep metric learning: train, evaluate, compare, retrieve.")
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False):
+def _root(ctx: typer.Context,
+          debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False):
     _state["debug"] = debug
+    if ctx.invoked_subcommand is None:  # bare `dmlkit`: the help, as a usage error
+        console.print(ctx.get_help())
+        raise typer.Exit(USAGE_ERROR)
 
 
 def _is_rank0() -> bool:
@@ -67,12 +139,19 @@ def train(
     """
     from dmlkit import config as config_mod
     from dmlkit.cli.tables import metrics_table
+    from dmlkit.data.epoch_sampler import check_shardable
     from dmlkit.engine import distributed
+    from dmlkit.engine.train import resumed_config
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
-    cfg = None if resume is not None else config_mod.load(config, set_ or [])
+    if resume is not None and config:
+        raise ConfigError(f"--resume continues {resume} with its own config: drop {config!r} "
+                          "(--set train.epochs=N may extend it)")
+    cfg = (resumed_config(resume, set_ or []) if resume is not None
+           else config_mod.load(config, set_ or []))
     if devices > 1 and not distributed.launched():
+        check_shardable(cfg.train.batch_size, devices)
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []
@@ -139,15 +218,15 @@ def reproduce(
         min=1, help="processes (default: as many as the original run used)")] = None,
 ):
     """Train again from a run's resolved config (same seed) and compare the metrics."""
-    from dmlkit import config as config_mod
     from dmlkit.cli.tables import metrics_table
     from dmlkit.engine import distributed
-    from dmlkit.engine.run_dir import RunDir
+    from dmlkit.engine.run_dir import RunDir, require_finished
 
     old = RunDir(run_dir)
     if not old.config_path.is_file():
         raise DmlkitError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config_mod.load(str(old.config_path))
+    require_finished(old, "reproduce")
+    cfg = old.read_config()
     cfg.run.name = name or f"{old.path.name}-reproduced"
     env = old.read_json("env.json") if (old.path / "env.json").is_file() else {}
     original = env.get("world_size", 1)
@@ -211,34 +290,8 @@ def datasets(
 
 
 def main() -> None:
-    """Entry point: run the app, turning DmlkitError into one line on stderr (exit 2).
-
-    A training run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits 130/143 with
-    the command that resumes it; an OSError (e.g. a full disk) is one line too (exit 2).
-    """
-    try:
-        app(standalone_mode=False)
-    except DmlkitError as e:
-        if _state["debug"]:
-            raise
-        code = getattr(e, "exit_code", 2)  # TrainingInterrupted: 128 + signal number
-        err_console.print(("[red]error:[/red] " if code == 2 else "") + escape(str(e)))
-        sys.exit(code)
-    except OSError as e:
-        if _state["debug"]:
-            raise
-        err_console.print(f"[red]error:[/red] {escape(str(e))}")
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    """Entry point (``dmlkit``, ``python -m dmlkit``): see `DmlkitGroup.main`."""
+    app()
 
 
 register_serve_commands(app)

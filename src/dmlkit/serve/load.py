@@ -15,6 +15,7 @@ from dmlkit.data.build import DataBundle, build_data
 from dmlkit.data.download import file_digest
 from dmlkit.data.transforms import build_transform
 from dmlkit.engine.checkpoint import load_weights
+from dmlkit.engine.run_dir import RunDir, require_finished
 from dmlkit.engine.seed import resolve_device
 from dmlkit.engine.train import method_heads
 from dmlkit.engine.trainer import evaluate_model
@@ -83,6 +84,8 @@ def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
     if not cfg_path.is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = config_mod.load(str(cfg_path))
+    if not (run_dir / weights).is_file():
+        require_finished(RunDir(run_dir), "load")
     state = load_weights(run_dir / weights)
     first = next((v for k, v in state.items() if v.ndim == 4), None)
     in_channels = int(first.shape[1]) if first is not None else 3
