@@ -277,6 +277,8 @@ def load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     else:
         res = resources.files("dmlkit.presets") / f"{name_or_path}.yaml"
         if not res.is_file():
+            if path.is_file():
+                raise ConfigError(f"{path} is not a YAML config (.yaml or .yml)")
             raise ConfigError(
                 f"no preset or config file {name_or_path!r}; presets: {', '.join(preset_names())}"
             )

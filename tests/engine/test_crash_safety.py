@@ -49,7 +49,8 @@ def cli(monkeypatch, capsys, *args):
 
 
 def one_line(err):
-    lines = err.strip().splitlines()
+    """The error is one line (the run directory, announced when created, may precede it)."""
+    lines = [x for x in err.strip().splitlines() if not x.startswith("run directory: ")]
     return len(lines) == 1 and "Traceback" not in err
 
 

@@ -87,8 +87,8 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, uninterrupt
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    line = err.strip()
-    assert len(line.splitlines()) == 1 and "Traceback" not in err
+    announced, line = err.strip().splitlines()  # the run directory, then the one-line stop
+    assert announced == f"run directory: {tmp_path / 'term'}" and "Traceback" not in err
     assert "stopped by SIGTERM at epoch 1, iteration" in line
     assert f"dmlkit train --resume {tmp_path / 'term'}" in line
     saved = line.split("; saved ")[1].split(";")[0]
@@ -105,7 +105,8 @@ def test_sigint_checkpoints_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and "dmlkit train --resume" in err
-    assert len(err.strip().splitlines()) == 1
+    assert err.strip().splitlines()[0].startswith("run directory: ")
+    assert len(err.strip().splitlines()) == 2
     folder = CheckpointFolder(tmp_path / "int" / "checkpoints")
     epoch, batch = folder.pairs()[-1]
     state, weights = folder.load(epoch, batch)

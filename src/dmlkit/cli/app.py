@@ -77,11 +77,11 @@ class DmlkitGroup(TyperGroup):
                 raise
             _fail(str(e))
         except (typer.Abort, KeyboardInterrupt):
-            _fail("interrupted", INTERRUPTED)
+            _fail("interrupted (SIGINT)", INTERRUPTED)
         # typer returns (does not raise) the exit status of a typer.Exit, and turns Ctrl-C
         # into Exit(130)
         if code == INTERRUPTED:
-            _fail("interrupted", INTERRUPTED)
+            _fail("interrupted (SIGINT)", INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -119,7 +119,8 @@ def _train_here(cfg, resume: Path | None):
 
     try:
         return run_train(cfg, resume=resume,
-                         console=console if _is_rank0() else Console(quiet=True))
+                         console=console if _is_rank0() else Console(quiet=True),
+                         notify=lambda line: err_console.print(line, markup=False))
     finally:
         distributed.shutdown()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -52,8 +53,8 @@ def resumed_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
     return cfg
 
 
-def train(cfg: Config | None, resume: Path | None = None,
-          console: Console | None = None) -> RunDir:
+def train(cfg: Config | None, resume: Path | None = None, console: Console | None = None,
+          notify: Callable[[str], None] | None = None) -> RunDir:
     """config -> data -> model -> method -> Trainer.fit -> run directory.
 
     With ``resume`` training continues from the run's newest complete checkpoint (mid-epoch
@@ -61,7 +62,7 @@ def train(cfg: Config | None, resume: Path | None = None,
     run's own config); the number of ranks may differ from the run's (the state is global,
     not per rank).
 
-    The run directory is announced on stderr when it is created and its state
+    ``notify(line)`` (rank 0) hears the run directory as soon as it is created. Its state
     (`RunDir.state`) kept: ``running``, then ``finished``, ``interrupted`` (a signal, also
     outside the training loop: `TrainingInterrupted` naming the resume command) or
     ``failed``.
@@ -78,14 +79,13 @@ def train(cfg: Config | None, resume: Path | None = None,
     else:
         place, device = distributed.info(), resolve_device(cfg.train.device)
     data, method, model = build_components(cfg)
-    note = Console(stderr=True, quiet=console is not None and console.quiet, highlight=False,
-                   soft_wrap=True)
     if resume is None:
         created = str(RunDir.create(cfg).path) if place.is_main else None
         run = RunDir(Path(distributed.broadcast_object(created)))
         wanted = Path(cfg.run.root) / cfg.run.name if cfg.run.name else run.path
         taken = "" if wanted == run.path else f" ({wanted} exists: {RunDir(wanted).state().state})"
-        note.print(f"run directory: {run.path}{taken}", markup=False)
+        if notify is not None and place.is_main:
+            notify(f"run directory: {run.path}{taken}")
     else:
         run = RunDir(Path(resume))
         now = distributed.broadcast_object(run.state() if place.is_main else None)
