@@ -12,6 +12,7 @@ import time
 import pytest
 
 from dmlkit.engine.checkpoint import CheckpointFolder, load_state, load_weights
+from dmlkit.engine.run_dir import RunDir
 
 # 3 epochs x 30 batches; random crops and flips (torch RNG), MDR (method state), Adam.
 ARGS = ["train", "digits-smoke", "--set", "eval.nmi=false", "--set", "train.epochs=3",
@@ -74,6 +75,7 @@ def test_sigkill_mid_epoch_then_resume_matches(tmp_path, uninterrupted):
     proc.kill()
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    assert RunDir(tmp_path / "killed").state().state == "interrupted"  # "running", pid gone
     assert not (tmp_path / "killed" / "metrics.json").exists()
     res = run("train", "--resume", str(tmp_path / "killed"), root=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -107,6 +109,7 @@ def test_sigint_checkpoints_and_exits_130(tmp_path):
     assert "stopped by SIGINT" in err and "dmlkit train --resume" in err
     assert err.strip().splitlines()[0].startswith("run directory: ")
     assert len(err.strip().splitlines()) == 2
+    assert RunDir(tmp_path / "int").state().state == "interrupted"
     folder = CheckpointFolder(tmp_path / "int" / "checkpoints")
     epoch, batch = folder.pairs()[-1]
     state, weights = folder.load(epoch, batch)
