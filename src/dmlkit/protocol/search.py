@@ -185,14 +185,24 @@ def optimize(
     objective: Callable[[optuna.Trial], float],
     trials: int,
     space: dict[str, ParamSpec],
+    on_trial_end: Callable[[], None] | None = None,
 ) -> int:
-    """Run trials until ``trials`` have finished in the study (all workers together).
+    """Run trials until ``trials`` have finished in the study (all workers together);
+    ``on_trial_end()`` after each. Optuna's own log lines (a traceback for every failed trial,
+    e.g. one stopped by Ctrl-C) are silenced: the error itself reaches the caller.
 
     Returns how many trials this call finished.
     """
     _retry_interrupted(study, set(space))
     before = finished_trials(study)
+    callbacks = [optuna.study.MaxTrialsCallback(trials, states=FINISHED)]
+    if on_trial_end is not None:
+        callbacks.append(lambda study, trial: on_trial_end())
     if before < trials:
-        study.optimize(objective, n_trials=trials - before,
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)])
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            study.optimize(objective, n_trials=trials - before, callbacks=callbacks)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
     return finished_trials(study) - before
