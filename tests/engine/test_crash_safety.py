@@ -13,18 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from dmlkit import atomic_write as atomic_write_mod
 from dmlkit import config
+from dmlkit.atomic_write import WriteError, atomic_write_bytes
 from dmlkit.cli.app import main
 from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
-from dmlkit.engine import checkpoint as checkpoint_mod
-from dmlkit.engine.checkpoint import (
-    CheckpointFolder,
-    WriteError,
-    atomic_write_bytes,
-    load_state,
-    load_weights,
-)
+from dmlkit.engine.checkpoint import CheckpointFolder, load_state, load_weights
 from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.engine.train import train
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
@@ -284,7 +279,7 @@ def test_atomic_write_on_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_mod.os, "fsync", full)
+    monkeypatch.setattr(atomic_write_mod.os, "fsync", full)
     with pytest.raises(WriteError, match=r"cannot write .*f\.bin: No space left") as e:
         atomic_write_bytes(path, b"new")
     assert isinstance(e.value, OSError) and e.value.errno == errno.ENOSPC
@@ -300,7 +295,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous(tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device")
         return replace(src, dst)
 
-    monkeypatch.setattr(checkpoint_mod.os, "replace", replace_until_full)
+    monkeypatch.setattr(atomic_write_mod.os, "replace", replace_until_full)
     code, _, err = cli(monkeypatch, capsys, "train", "digits-smoke", "--set",
                        f"run.root={tmp_path}", "--set", "run.name=full", "--set", "eval.nmi=false")
     assert code == 2 and one_line(err)

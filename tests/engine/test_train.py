@@ -69,7 +69,7 @@ def test_failed_run_state_and_message(tmp_path, monkeypatch):
     state = RunDir(tmp_path / "bad").state()
     assert (state.state, state.message) == ("failed", "boom")
     code, lines = invoke("evaluate", tmp_path / "bad")
-    assert code == 2 and lines == [f"error: cannot load {tmp_path / 'bad'}: it failed (boom); "
+    assert code == 2 and lines == [f"error: cannot evaluate {tmp_path / 'bad'}: it failed (boom); "
                                    f"fix the cause and continue it with dmlkit train --resume "
                                    f"{tmp_path / 'bad'}, or start a new run"]
     monkeypatch.undo()

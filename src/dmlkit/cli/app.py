@@ -171,6 +171,9 @@ def train(
 @app.command()
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]):
     """Re-evaluate a run's final model on its test split."""
+    from dmlkit.engine.run_dir import open_run
+
+    open_run(run_dir, "evaluate")  # before the heavy imports
     from dmlkit.cli.tables import metrics_table
     from dmlkit.serve.load import load_run
 
@@ -219,14 +222,12 @@ def reproduce(
         min=1, help="processes (default: as many as the original run used)")] = None,
 ):
     """Train again from a run's resolved config (same seed) and compare the metrics."""
+    from dmlkit.engine.run_dir import open_run
+
+    old = open_run(run_dir, "reproduce")  # before the heavy imports
     from dmlkit.cli.tables import metrics_table
     from dmlkit.engine import distributed
-    from dmlkit.engine.run_dir import RunDir, require_finished
 
-    old = RunDir(run_dir)
-    if not old.config_path.is_file():
-        raise DmlkitError(f"{run_dir} is not a run directory (no config.yaml)")
-    require_finished(old, "reproduce")
     cfg = old.read_config()
     cfg.run.name = name or f"{old.path.name}-reproduced"
     env = old.read_json("env.json") if (old.path / "env.json").is_file() else {}
@@ -265,7 +266,7 @@ def datasets(
     """List datasets (and whether they are available locally), or describe one."""
     import json
 
-    from dmlkit.data.registry import DATASETS, load_catalog
+    from dmlkit.data.registry import DATASETS, availability, load_catalog
 
     if describe:
         cat = load_catalog(describe, root)
@@ -282,11 +283,7 @@ def datasets(
     for col in ("name", "status", "description"):
         table.add_column(col)
     for name, spec in sorted(DATASETS.items()):
-        try:
-            status = f"available ({len(spec.loader(root=None, download=False))} images)"
-        except DmlkitError:
-            status = "not found: use --root / data.root"
-        table.add_row(name, status, spec.description)
+        table.add_row(name, availability(spec), spec.description)
     console.print(table)
 
 

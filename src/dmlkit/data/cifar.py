@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dmlkit.atomic_write import atomic_write_bytes
 from dmlkit.data.catalog import SPLITS, Catalog
 from dmlkit.data.download import file_digest, safe_extract
 from dmlkit.data.folder import load_folder
 from dmlkit.data.image_check import default_workers
 from dmlkit.data.layout import dataset_dir, download_into
-from dmlkit.engine.checkpoint import atomic_write_bytes
 from dmlkit.errors import DataError
 
 SOURCES = {

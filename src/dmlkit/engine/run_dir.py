@@ -22,12 +22,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from dmlkit import config as config_mod
+from dmlkit.atomic_write import atomic_write_bytes
 from dmlkit.config import Config
-from dmlkit.engine import distributed
-from dmlkit.engine.checkpoint import atomic_write_bytes
 from dmlkit.errors import CheckpointError
 
 STATE_FILE = "state.json"
@@ -37,6 +34,10 @@ PACKAGES = ("dmlkit", "torch", "torchvision", "timm", "pytorch-metric-learning",
 
 def environment(seed: int) -> dict:
     """Package versions, Python, platform, hardware and process count of this process."""
+    import torch  # here only: reading a run directory stays light (no torch)
+
+    from dmlkit.engine import distributed
+
     versions = {}
     for p in PACKAGES:
         try:
@@ -165,6 +166,17 @@ class RunDir:
             if new:
                 w.writeheader()
             w.writerow(row)
+
+
+def open_run(path: Path, what: str | None = None) -> RunDir:
+    """The run directory at ``path``; CheckpointError if it is none, or (with ``what``, the
+    command that needs it) if the run did not finish (`require_finished`)."""
+    run = RunDir(Path(path))
+    if not run.config_path.is_file():
+        raise CheckpointError(f"{path} is not a run directory (no config.yaml)")
+    if what is not None:
+        require_finished(run, what)
+    return run
 
 
 def require_finished(run: RunDir, what: str) -> None:

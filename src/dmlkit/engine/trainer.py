@@ -30,16 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dmlkit.atomic_write import WriteError, atomic_write_bytes
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
 from dmlkit.engine import distributed
-from dmlkit.engine.checkpoint import (
-    CheckpointFolder,
-    WriteError,
-    atomic_write_bytes,
-    first_line,
-    save_weights,
-)
+from dmlkit.engine.checkpoint import CheckpointFolder, first_line, save_weights
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
 from dmlkit.engine.precision import training_view
 from dmlkit.engine.run_dir import RunDir

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import torch
 
-from dmlkit import config as config_mod
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.data.download import file_digest
 from dmlkit.data.transforms import build_transform
 from dmlkit.engine.checkpoint import load_weights
-from dmlkit.engine.run_dir import RunDir, require_finished
+from dmlkit.engine.run_dir import open_run, require_finished
 from dmlkit.engine.seed import resolve_device
 from dmlkit.engine.train import method_heads
 from dmlkit.engine.trainer import evaluate_model
@@ -80,12 +79,10 @@ class LoadedRun:
 def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
     """The model of ``run_dir`` with its final (or ``best.safetensors``) weights."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config_mod.load(str(cfg_path))
+    run = open_run(run_dir)
+    cfg = run.read_config()
     if not (run_dir / weights).is_file():
-        require_finished(RunDir(run_dir), "load")
+        require_finished(run, "load")
     state = load_weights(run_dir / weights)
     first = next((v for k, v in state.items() if v.ndim == 4), None)
     in_channels = int(first.shape[1]) if first is not None else 3
