@@ -257,6 +257,12 @@ def preset_names() -> list[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
 
 
+def preset_description(name: str) -> str:
+    """The ``description:`` line of a shipped preset (empty if it has none)."""
+    text = (resources.files("dmlkit.presets") / f"{name}.yaml").read_text()
+    return str(_read_yaml(text, f"preset {name}").get("description", ""))
+
+
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
@@ -283,6 +289,7 @@ def load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
                 f"no preset or config file {name_or_path!r}; presets: {', '.join(preset_names())}"
             )
         data = _read_yaml(res.read_text(), f"preset {name_or_path}")
+    data.pop("description", None)  # a one-line summary (``dmlkit presets``), not a setting
     parent = data.pop("extends", None)
     if parent is None:
         return data

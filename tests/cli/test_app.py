@@ -112,3 +112,15 @@ def test_train_of_a_file_that_is_no_yaml_config(tmp_path):
     assert res.exit_code == 2
     assert res.output.strip() == f"error: {tmp_path / 'README.md'} is not a YAML config " \
                                  "(.yaml or .yml)"
+
+
+def test_presets_have_a_description_each():
+    from dmlkit.config import preset_description, preset_names
+
+    res = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    for name in preset_names():
+        description = preset_description(name)
+        assert description and "\n" not in description
+        assert any(line.split() == [name, *description.split()]
+                   for line in res.output.splitlines()), name

@@ -251,11 +251,17 @@ def reproduce(
 
 @app.command()
 def presets():
-    """List the shipped presets."""
-    from dmlkit.config import preset_names
+    """List the shipped presets, with a one-line description each."""
+    from rich.table import Table
 
+    from dmlkit.config import preset_description, preset_names
+
+    table = Table(title="presets (dmlkit train NAME)", box=None)
+    table.add_column("name", no_wrap=True)
+    table.add_column("description")
     for name in preset_names():
-        console.print(name)
+        table.add_row(name, preset_description(name))
+    console.print(table)
 
 
 @app.command()
