@@ -139,7 +139,7 @@ def train(
     ``torchrun --nproc-per-node N -m dmlkit train ...`` yourself is the same (and multi-node).
     """
     from dmlkit import config as config_mod
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.cli.tables import print_metrics
     from dmlkit.data.epoch_sampler import check_shardable
     from dmlkit.engine import distributed
     from dmlkit.engine.train import resumed_config
@@ -165,7 +165,7 @@ def train(
     rows = {k: results[k] for k in ("untrained", "final") if k in results}
     if "final" in rows:
         rows["trained"] = rows.pop("final")
-    console.print(metrics_table(rows, f"test metrics ({run.path})"))
+    print_metrics(console, rows, f"test metrics ({run.path})")
 
 
 @app.command()
@@ -174,11 +174,11 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]):
     from dmlkit.engine.run_dir import open_run
 
     open_run(run_dir, "evaluate")  # before the heavy imports
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.cli.tables import print_metrics
     from dmlkit.serve.load import load_run
 
     loaded = load_run(run_dir)
-    console.print(metrics_table({"model": loaded.evaluate_test()}, f"test metrics ({run_dir})"))
+    print_metrics(console, {"model": loaded.evaluate_test()}, f"test metrics ({run_dir})")
 
 
 @app.command("evaluate-embeddings")
@@ -196,7 +196,7 @@ def evaluate_embeddings(
     With ``is_query``/``is_gallery`` flags in the file, queries are searched in the gallery;
     otherwise every item is a query against all others (compared to self).
     """
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.cli.tables import print_metrics
     from dmlkit.evaluation import evaluate, load_embeddings
 
     emb, y, extra = load_embeddings(file, labels)
@@ -209,9 +209,9 @@ def evaluate_embeddings(
                       map_at_k=map_at_k, distance=distance, normalize=normalize,
                       per_class=per_class)
     by_class = result.pop("per_class", {})
-    console.print(metrics_table({file.name: result}, f"{len(emb)} queries"))
+    print_metrics(console, {file.name: result}, f"{len(emb)} queries")
     if per_class:
-        console.print(metrics_table({str(c): m for c, m in by_class.items()}, "per class"))
+        print_metrics(console, {str(c): m for c, m in by_class.items()}, "per class")
 
 
 @app.command()
@@ -225,7 +225,7 @@ def reproduce(
     from dmlkit.engine.run_dir import open_run
 
     old = open_run(run_dir, "reproduce")  # before the heavy imports
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.cli.tables import print_metrics
     from dmlkit.engine import distributed
 
     cfg = old.read_config()
@@ -246,7 +246,7 @@ def reproduce(
         return
     rows = {"original": old.read_json("metrics.json").get("final", {}),
             "reproduced": new.read_json("metrics.json")["final"]}
-    console.print(metrics_table(rows, "reproduction"))
+    print_metrics(console, rows, "reproduction")
 
 
 @app.command()
