@@ -116,3 +116,11 @@ def test_resume_extends_epochs_like_a_longer_run(tmp_path, finished):
     assert run.read_config().train.epochs == 3 and run.state().state == "finished"
     extended = run.read_json("metrics.json")
     assert extended["epochs_trained"] == 3 and extended["final"] == longer["final"]
+
+
+def test_a_diverged_model_is_named_as_such(tmp_path):
+    """Every bad step skipped, yet the weights blew up: the error says so (not 'NaN in query')."""
+    with pytest.raises(TrainingError, match="the model diverged: its embeddings are not finite"):
+        train(smoke(tmp_path, "run.name=div", "train.skip_nonfinite=true", "optim.lr=1e30",
+                    "train.epochs=1"))
+    assert RunDir(tmp_path / "div").state().state == "failed"

@@ -101,7 +101,7 @@ def evaluate_model(
     """Embed the query (and reference) set and compute every metric from one ranking.
 
     Under torch.distributed each rank embeds a block of samples, rank 0 computes the metrics
-    and every rank returns them.
+    and every rank returns them. Non-finite embeddings: TrainingError (the model diverged).
     """
     e = cfg.eval
     train_mode = e.bn_train_mode
@@ -111,6 +111,10 @@ def evaluate_model(
     if data.reference is not None:
         r, rl = extract_sharded(model, data.reference, e.batch_size, device,
                                 cfg.data.num_workers, train_mode)
+    if not all(bool(torch.isfinite(x).all()) for x in (q, r) if x is not None):
+        raise TrainingError("the model diverged: its embeddings are not finite (NaN or "
+                            "infinite); lower optim.lr (train.skip_nonfinite skips bad steps "
+                            "but cannot undo a diverged model)")
     metrics = ["precision_at_1", "recall_at_k", "r_precision", "map_at_r"]
     if e.nmi:
         metrics += ["nmi", "ami"]
