@@ -226,6 +226,7 @@ def reproduce(
 
     old = open_run(run_dir, "reproduce")  # before the heavy imports
     from dmlkit.cli.tables import print_metrics
+    from dmlkit.data.epoch_sampler import check_shardable
     from dmlkit.engine import distributed
 
     cfg = old.read_config()
@@ -234,6 +235,7 @@ def reproduce(
     original = env.get("world_size", 1)
     devices = devices or original
     if devices > 1 and not distributed.launched():
+        check_shardable(cfg.train.batch_size, devices)
         _relaunch(devices, ["reproduce", str(run_dir), "--name", cfg.run.name,
                             "--devices", str(devices)])
         return
