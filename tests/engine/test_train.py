@@ -73,7 +73,10 @@ def test_failed_run_state_and_message(tmp_path, monkeypatch):
                                    f"fix the cause and continue it with dmlkit train --resume "
                                    f"{tmp_path / 'bad'}, or start a new run"]
     monkeypatch.undo()
-    assert train(smoke(tmp_path, "run.name=bad")).path.name == "bad-2"
+    res = CliRunner().invoke(app, ["train", "digits-smoke", "--set", f"run.root={tmp_path}",
+                                   "--set", "run.name=bad", "--set", "train.epochs=0"])
+    assert res.exit_code == 0  # the name is taken: said when the run directory is created
+    assert f"run directory: {tmp_path / 'bad-2'} ({tmp_path / 'bad'} exists: failed)" in res.output
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -32,8 +32,9 @@ INTERRUPTED = 130  # 128 + SIGINT
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
-    """One line on stderr (``error:`` before usage and user errors), then exit ``code``."""
-    err_console.print(("[red]error:[/red] " if code == USAGE_ERROR else "") + escape(message))
+    """One line on stderr, then exit ``code``; ``error:`` before it unless a signal stopped
+    the command (codes 128 + signal number)."""
+    err_console.print(("[red]error:[/red] " if code < 128 else "") + escape(message))
     sys.exit(code)
 
 
@@ -66,8 +67,8 @@ class DmlkitGroup(TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except typer.TyperException as e:  # typer's own click: usage errors
-            _fail(e.format_message().strip().splitlines()[0].rstrip(".") + _usage_hint(e),
-                  getattr(e, "exit_code", USAGE_ERROR))
+            first = (e.format_message().strip() or type(e).__name__).splitlines()[0]
+            _fail(first.rstrip(".") + _usage_hint(e), getattr(e, "exit_code", USAGE_ERROR))
         except DmlkitError as e:
             if _state["debug"]:
                 raise
@@ -129,7 +130,9 @@ def _train_here(cfg, resume: Path | None):
 def train(
     config: Annotated[str, typer.Argument(help="preset name or YAML config file")] = "",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override key=value")] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="continue the run in this directory, with its own config (--set train.epochs=N "
+             "may extend it)")] = None,
     devices: Annotated[int, typer.Option(
         min=1, help="processes on this machine (torchrun; one per GPU, gloo on CPU)")] = 1,
 ):

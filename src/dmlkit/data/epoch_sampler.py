@@ -18,7 +18,7 @@ def check_shardable(batch_size: int, world_size: int) -> None:
     """ConfigError unless every one of ``world_size`` ranks can take an equal slice."""
     if batch_size % world_size:
         raise ConfigError(f"train.batch_size {batch_size} is not divisible by {world_size} "
-                          "processes: every process takes an equal slice of a batch")
+                          "ranks: every rank takes an equal slice")
 
 
 class EpochBatchSampler:
