@@ -149,15 +149,20 @@ def search_method(
     study = open_study(f"{bench.name}/{method}", storage, bench.sampler, bench.seed, worker,
                        bench.prune_after, bench.startup_trials)
     trials = search_trials(bench, method)
-    progress.skip(min(finished_trials(study), trials) * bench.folds)
+    ended = [min(finished_trials(study), trials)]  # trials ended, for the progress lines
+    progress.skip(ended[0] * bench.folds)
 
     def score_fold(params: dict[str, Any], fold: int) -> float:
         cfg = method_config(bench, method, params, fold, SEARCH_SEED)
-        label = f"{method}: search, fold {fold + 1}/{bench.folds}"
+        label = f"{method}: search trial {ended[0] + 1}/{trials}, fold {fold + 1}/{bench.folds}"
         return validation_score(fold_run(cfg, label, progress, console))
 
+    def trial_end() -> None:
+        ended[0] += 1
+        progress.trial_done(bench.folds)
+
     objective = cross_validation_objective(score_fold, bench.folds, spec.search)
-    optimize(study, objective, trials, spec.search, lambda: progress.trial_done(bench.folds))
+    optimize(study, objective, trials, spec.search, trial_end)
     return study
 
 
