@@ -315,6 +315,12 @@ def preset_names() -> list[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
 
 
+def preset_description(name: str) -> str:
+    """The ``description:`` line of a shipped preset (empty if it has none)."""
+    text = (resources.files("dmlkit.presets") / f"{name}.yaml").read_text()
+    return str(_read_yaml(text, f"preset {name}").get("description", ""))
+
+
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
@@ -335,10 +341,13 @@ def load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     else:
         res = resources.files("dmlkit.presets") / f"{name_or_path}.yaml"
         if not res.is_file():
+            if path.is_file():
+                raise ConfigError(f"{path} is not a YAML config (.yaml or .yml)")
             raise ConfigError(
                 f"no preset or config file {name_or_path!r}; presets: {', '.join(preset_names())}"
             )
         data = _read_yaml(res.read_text(), f"preset {name_or_path}")
+    data.pop("description", None)  # a one-line summary (``dmlkit presets``), not a setting
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -390,6 +399,11 @@ def load(name_or_path: str, overrides: list[str] | None = None) -> Config:
     return from_dict(apply_overrides(load_raw(name_or_path), overrides or []))
 
 
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text (the form of a run's ``config.yaml``)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    Path(path).write_text(to_yaml(cfg))

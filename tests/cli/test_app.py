@@ -83,3 +83,44 @@ def test_datasets_list_and_describe():
     assert res.exit_code == 0 and "digits" in res.output and "available (1797 images)" in res.output
     res = CliRunner().invoke(app, ["datasets", "--describe", "digits"])
     assert res.exit_code == 0 and '"images": 1797' in res.output and "image_stats" in res.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "digits-smoke", "--epochs", "3"],
+     "No such option: --epochs (config keys are set with --set, e.g. --set train.epochs=...)"),
+    (["trian"], "No such command 'trian'. Did you mean 'train'?"),
+    (["evaluate"], "Missing argument"),
+    (["search", "gallery.faiss", "query.png", "-k", "ten"], "Invalid value for '-k'"),
+    (["train", "digits-smoke", "--devices", "5"], "train.batch_size 24 is not divisible by 5"),
+])
+def test_usage_errors_are_one_line_with_exit_2(args, message):
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_bare_dmlkit_prints_the_help_only():
+    res = CliRunner().invoke(app, [])
+    assert res.exit_code == 2 and "Usage" in res.output and "train" in res.output
+    assert "Error" not in res.output and "Traceback" not in res.output
+
+
+def test_train_of_a_file_that_is_no_yaml_config(tmp_path):
+    (tmp_path / "README.md").write_text("# hello\n")
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "README.md")])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"error: {tmp_path / 'README.md'} is not a YAML config " \
+                                 "(.yaml or .yml)"
+
+
+def test_presets_have_a_description_each():
+    from dmlkit.config import preset_description, preset_names
+
+    res = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    for name in preset_names():
+        description = preset_description(name)
+        assert description and "\n" not in description
+        assert any(line.split() == [name, *description.split()]
+                   for line in res.output.splitlines()), name

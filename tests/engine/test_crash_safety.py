@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from dmlkit import config
-from dmlkit.base import files as files_mod
-from dmlkit.base.files import WriteError, atomic_write_bytes, load_weights
+from dmlkit.base import atomic_write as atomic_write_mod
+from dmlkit.base.atomic_write import WriteError, atomic_write_bytes
+from dmlkit.base.files import load_weights
 from dmlkit.cli.app import main
 from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
@@ -44,7 +45,8 @@ def cli(monkeypatch, capsys, *args):
 
 
 def one_line(err):
-    lines = err.strip().splitlines()
+    """The error is one line (the run directory, announced when created, may precede it)."""
+    lines = [x for x in err.strip().splitlines() if not x.startswith("run directory: ")]
     return len(lines) == 1 and "Traceback" not in err
 
 
@@ -278,7 +280,7 @@ def test_atomic_write_on_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(files_mod.os, "fsync", full)
+    monkeypatch.setattr(atomic_write_mod.os, "fsync", full)
     with pytest.raises(WriteError, match=r"cannot write .*f\.bin: No space left") as e:
         atomic_write_bytes(path, b"new")
     assert isinstance(e.value, OSError) and e.value.errno == errno.ENOSPC
@@ -294,7 +296,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous(tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device")
         return replace(src, dst)
 
-    monkeypatch.setattr(files_mod.os, "replace", replace_until_full)
+    monkeypatch.setattr(atomic_write_mod.os, "replace", replace_until_full)
     code, _, err = cli(monkeypatch, capsys, "train", "digits-smoke", "--set",
                        f"run.root={tmp_path}", "--set", "run.name=full", "--set", "eval.nmi=false")
     assert code == 2 and one_line(err)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from dmlkit.base.files import load_weights
+from dmlkit.base.run_dir import RunDir
 from dmlkit.engine.checkpoint import CheckpointFolder, load_state
 
 # 3 epochs x 30 batches; random crops and flips (torch RNG), MDR (method state), Adam.
@@ -75,6 +76,7 @@ def test_sigkill_mid_epoch_then_resume_matches(tmp_path, uninterrupted):
     proc.kill()
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    assert RunDir(tmp_path / "killed").state().state == "interrupted"  # "running", pid gone
     assert not (tmp_path / "killed" / "metrics.json").exists()
     res = run("train", "--resume", str(tmp_path / "killed"), root=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -88,8 +90,8 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, uninterrupt
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    line = err.strip()
-    assert len(line.splitlines()) == 1 and "Traceback" not in err
+    announced, line = err.strip().splitlines()  # the run directory, then the one-line stop
+    assert announced == f"run directory: {tmp_path / 'term'}" and "Traceback" not in err
     assert "stopped by SIGTERM at epoch 1, iteration" in line
     assert f"dmlkit train --resume {tmp_path / 'term'}" in line
     saved = line.split("; saved ")[1].split(";")[0]
@@ -106,7 +108,9 @@ def test_sigint_checkpoints_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and "dmlkit train --resume" in err
-    assert len(err.strip().splitlines()) == 1
+    assert err.strip().splitlines()[0].startswith("run directory: ")
+    assert len(err.strip().splitlines()) == 2
+    assert RunDir(tmp_path / "int").state().state == "interrupted"
     folder = CheckpointFolder(tmp_path / "int" / "checkpoints")
     epoch, batch = folder.pairs()[-1]
     state, weights = folder.load(epoch, batch)

@@ -9,6 +9,8 @@ def test_mdr_run_report_plots_levels(tmp_path):
     run = train(cfg)
     report = (run.path / "report.md").read_text()
     assert "| final |" in report and "| untrained |" in report
+    test, validation = report.split("## Validation: the best epoch (")
+    assert "| best_val |" in validation and "best_val" not in test  # not mixed with test rows
     assert "mdr_levels.png" in report and (run.path / "mdr_levels.png").stat().st_size > 1000
     assert (run.path / "losses.png").is_file() and (run.path / "validation.png").is_file()
     header = (run.path / "metrics.csv").read_text().splitlines()[0]

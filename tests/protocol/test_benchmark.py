@@ -1,15 +1,19 @@
+import io
 import json
+import re
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from typer.testing import CliRunner
 
 from dmlkit.base.files import load_weights
 from dmlkit.base.run_dir import RunDir
 from dmlkit.cli.app import app
+from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.errors import ConfigError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_embeddings
@@ -20,6 +24,7 @@ from dmlkit.protocol.benchmark_config import (
     benchmark_names,
     load_benchmark_config,
 )
+from dmlkit.protocol.benchmark_progress import BenchmarkProgress
 from dmlkit.protocol.final import EMBEDDINGS, eval_options
 from dmlkit.serve.load import load_run
 from numeric import assert_close_scaled
@@ -214,3 +219,53 @@ def test_benchmark_runs_are_logged_one_per_training_run_grouped_by_study(tmp_pat
         final = json.loads((path / "metrics.json").read_text())["final"]["map_at_r"]
         assert run.data.metrics["final/map_at_r"] == pytest.approx(final, rel=1e-12)
         assert (path / "tensorboard").is_dir()
+
+
+def test_search_key_typo_fails_before_any_trial(tmp_path, counted):
+    bench = tiny(tmp_path)
+    bench.methods["triplet"].search["optim.lrr"] = bench.methods["triplet"].search["optim.lr"]
+    with pytest.raises(ConfigError, match=re.escape(
+            "benchmark method triplet, search key 'optim.lrr': config: unknown key 'optim.lrr'")):
+        bm.run_benchmark(bench)
+    assert counted == [] and not (tmp_path / "bench").exists()  # no study, no trial
+
+
+def test_report_folder_is_relative_to_the_benchmark_file(tmp_path):
+    data = tiny(tmp_path).model_dump(mode="json")
+    data["report"]["folder"] = "rep"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text(json.dumps(data))
+    assert load_benchmark_config(str(tmp_path / "sub" / "b.yaml")).report.folder == str(
+        tmp_path / "sub" / "rep")
+    for name in benchmark_names():  # shipped files write into their output folder
+        assert load_benchmark_config(name).report.folder is None
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), TrainingInterrupted(
+    "stopped by SIGTERM at epoch 1; continue with: dmlkit train --resume runs/x", 15)])
+def test_interrupted_benchmark_says_to_run_it_again(tmp_path, monkeypatch, stop):
+    def interrupted(*args):
+        raise stop
+
+    monkeypatch.setattr(bm, "run_benchmark", interrupted)
+    path = str(_write(tmp_path, tiny(tmp_path)))
+    res = CliRunner().invoke(app, ["benchmark", path, "--stage", "search"])
+    name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
+    assert res.exit_code == 128 + (2 if name == "SIGINT" else 15)
+    assert res.output.strip().splitlines() == [
+        f"stopped by {name}; finished trials and runs are kept and a cut run resumes from its "
+        f"checkpoint: continue with: dmlkit benchmark {path} --stage search"]
+
+
+def test_progress_counts_runs_pruned_folds_and_eta():
+    out = io.StringIO()
+    progress = BenchmarkProgress(6, Console(file=out, width=200))
+    progress.skip(2)  # a trial finished in an earlier session
+    progress.run_done("m: search, fold 1/2", 10.0, trained=True)
+    progress.trial_done(2)  # pruned after fold 1: fold 2 never runs
+    progress.run_done("m: final, fold 1/2", 0.0, trained=False)
+    assert progress.done == 5
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[3/6] m: search, fold 1/2 (10 s); elapsed ")
+    assert lines[0].endswith("ETA 30s")  # 3 runs left x 10 s
+    assert lines[1].startswith("[5/6] m: final, fold 1/2 (reused)") and lines[1].endswith("10s")

@@ -130,7 +130,7 @@ def test_training_error_prunes_the_trial_and_the_search_goes_on(tmp_path):
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt(), TrainingInterrupted("stopped", 2)])
-def test_interrupted_trial_is_retried_once_with_its_parameters(tmp_path, stop):
+def test_interrupted_trial_is_retried_once_with_its_parameters(tmp_path, stop, capfd):
     calls = []
 
     def interrupted(params, fold):
@@ -144,6 +144,7 @@ def test_interrupted_trial_is_retried_once_with_its_parameters(tmp_path, stop):
         optimize(study, cross_validation_objective(interrupted, 2, SPACE), 2, SPACE)
     x = study.trials[0].params["x"]
     assert study.trials[0].state == TrialState.FAIL
+    assert capfd.readouterr().err == ""  # no Optuna traceback before the caller's one line
 
     def score(params, fold):
         calls.append((params["x"], fold))

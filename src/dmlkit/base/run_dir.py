@@ -1,29 +1,43 @@
-"""The run directory: resolved config, environment, metrics and checkpoints of one run."""
+"""The run directory: resolved config, environment, metrics, checkpoints and state of one run.
+
+``state.json`` records where the run stands: ``running`` (with the process id and host),
+``interrupted`` (stopped by a signal; resumable), ``failed`` (with the error's first line) or
+``finished`` (``metrics.json`` and the final weights are written). It is written atomically.
+A ``running`` state whose process is gone (on this host) reads as ``interrupted`` (killed);
+run directories from before state files read as ``finished`` with ``metrics.json``, else
+``interrupted``.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-
-import torch
+from typing import Literal
 
 from dmlkit import config as config_mod
-from dmlkit.base import process_group
-from dmlkit.base.files import atomic_write_bytes
+from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.config import Config
+from dmlkit.errors import CheckpointError
 
+STATE_FILE = "state.json"
 PACKAGES = ("dmlkit", "torch", "torchvision", "timm", "pytorch-metric-learning", "faiss-cpu",
             "numpy", "scikit-learn", "optuna")
 
 
 def environment(seed: int) -> dict:
     """Package versions, Python, platform, hardware and process count of this process."""
+    import torch  # here only: reading a run directory stays light (no torch)
+
+    from dmlkit.base import process_group
+
     versions = {}
     for p in PACKAGES:
         try:
@@ -43,6 +57,28 @@ def environment(seed: int) -> dict:
     }
 
 
+State = Literal["running", "interrupted", "failed", "finished"]
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run stands (see the module doc); ``message``: why it failed or stopped."""
+
+    state: State
+    message: str = ""
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _clean(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -59,7 +95,8 @@ class RunDir:
 
     @classmethod
     def create(cls, cfg: Config) -> RunDir:
-        """A new run directory; an existing run is never reused (``name-2``, ``name-3``...)."""
+        """A new run directory in state ``running``; an existing run is never reused
+        (``name-2``, ``name-3``...)."""
         name = cfg.run.name or f"{cfg.data.name}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         root = Path(cfg.run.root)
         path, n = root / name, 1
@@ -68,9 +105,41 @@ class RunDir:
             path = root / f"{name}-{n}"
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
-        config_mod.save(cfg, run.config_path)
+        run.write_config(cfg)
         run.write_json("env.json", environment(cfg.train.seed))
+        run.set_state("running")
         return run
+
+    def write_config(self, cfg: Config) -> None:
+        """The resolved config as ``config.yaml`` (atomically)."""
+        atomic_write_bytes(self.config_path, config_mod.to_yaml(cfg).encode())
+
+    def read_config(self) -> Config:
+        """The run's resolved config."""
+        return config_mod.load(str(self.config_path))
+
+    def set_state(self, state: State, message: str = "") -> None:
+        """Record the run's state (with this process's id and host while ``running``)."""
+        if state == "running" and not message:
+            message = f"process {os.getpid()} on {platform.node()}"
+        self.write_json(STATE_FILE, {"state": state, "message": message, "pid": os.getpid(),
+                                     "host": platform.node(),
+                                     "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def state(self) -> RunState:
+        """The run's state (see the module doc for runs without a state file)."""
+        path = self.path / STATE_FILE
+        if not path.is_file():
+            done = (self.path / "metrics.json").is_file()
+            return RunState("finished" if done else "interrupted")
+        data = json.loads(path.read_text())
+        state, message, pid = data.get("state"), data.get("message", ""), data.get("pid")
+        if state not in ("running", "interrupted", "failed", "finished"):
+            raise CheckpointError(f"{path}: unknown run state {state!r}")
+        if (state == "running" and isinstance(pid, int) and pid > 0
+                and data.get("host") == platform.node() and not _alive(pid)):
+            return RunState("interrupted", f"its process ({pid}) ended without finishing")
+        return RunState(state, message)
 
     @property
     def config_path(self) -> Path:
@@ -106,3 +175,31 @@ class RunDir:
             if new:
                 w.writeheader()
             w.writerow(row)
+
+
+def open_run(path: Path, what: str | None = None) -> RunDir:
+    """The run directory at ``path``; CheckpointError if it is none, or (with ``what``, the
+    command that needs it) if the run did not finish (`require_finished`)."""
+    run = RunDir(Path(path))
+    if not run.config_path.is_file():
+        raise CheckpointError(f"{path} is not a run directory (no config.yaml)")
+    if what is not None:
+        require_finished(run, what)
+    return run
+
+
+def require_finished(run: RunDir, what: str) -> None:
+    """CheckpointError (one line saying what to do) unless ``run`` is ``finished``; ``what``
+    is the command that needs it (``evaluate``, ``reproduce``...)."""
+    now = run.state()
+    if now.state == "finished":
+        return
+    resume = f"dmlkit train --resume {run.path}"
+    if now.state == "running":
+        raise CheckpointError(f"cannot {what} {run.path}: it is still training "
+                              f"({now.message}); wait for it to finish")
+    if now.state == "failed":
+        raise CheckpointError(f"cannot {what} {run.path}: it failed ({now.message}); fix the "
+                              f"cause and continue it with {resume}, or start a new run")
+    raise CheckpointError(f"cannot {what} {run.path}: it was interrupted before finishing; "
+                          f"continue it with: {resume}")

@@ -1,28 +1,101 @@
-"""The ``dmlkit`` command line (typer). User errors print one line; ``--debug`` adds tracebacks."""
+"""The ``dmlkit`` command line (typer). User errors print one line; ``--debug`` adds tracebacks.
+
+Every way a command can end goes through `DmlkitGroup.main`, so ``dmlkit ...``, ``python -m
+dmlkit ...`` and ``typer.testing.CliRunner`` behave alike:
+
+- usage errors (unknown command or option, missing or bad argument): one line, exit 2;
+- `DmlkitError` and OSError: one line, exit 2 (a stopped training run: 128 + signal, with the
+  command that continues it);
+- Ctrl-C anywhere else: one line, exit 130.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from dmlkit.cli.consoles import console, err_console
 from dmlkit.cli.serve_commands import register as register_serve_commands
-from dmlkit.errors import DmlkitError
+from dmlkit.errors import ConfigError, DmlkitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Deep metric learning: train, evaluate, compare, retrieve.")
 _state = {"debug": False}
+USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
+    """One line on stderr, then exit ``code``; ``error:`` before it unless a signal stopped
+    the command (codes 128 + signal number)."""
+    err_console.print(("[red]error:[/red] " if code < 128 else "") + escape(message))
+    sys.exit(code)
+
+
+def _usage_hint(err: typer.TyperException) -> str:
+    """Where to look after a usage error; for an unknown ``--KEY`` of a command that takes a
+    config, the ``--set SECTION.KEY=...`` it probably meant."""
+    ctx = getattr(err, "ctx", None)
+    if ctx is None:
+        return ""
+    option = getattr(err, "option_name", "") or ""
+    if option.startswith("--") and any(p.name == "set_" for p in ctx.command.params):
+        from dmlkit.config import Config
+
+        key = option[2:].replace("-", "_")
+        sections = [name for name, f in Config.model_fields.items()
+                    if key in f.annotation.model_fields]
+        if sections:
+            return f" (config keys are set with --set, e.g. --set {sections[0]}.{key}=...)"
+    return f" (see '{ctx.command_path} --help')"
+
+
+class DmlkitGroup(TyperGroup):
+    """The ``dmlkit`` group: runs a command and turns every way it can end into an exit
+    status with at most one line of explanation (see the module doc)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as e:  # typer's own click: usage errors
+            first = (e.format_message().strip() or type(e).__name__).splitlines()[0]
+            _fail(first.rstrip(".") + _usage_hint(e), getattr(e, "exit_code", USAGE_ERROR))
+        except DmlkitError as e:
+            if _state["debug"]:
+                raise
+            _fail(str(e), getattr(e, "exit_code", USAGE_ERROR))  # stopped runs: 128 + signal
+        except OSError as e:
+            if _state["debug"]:
+                raise
+            _fail(str(e))
+        except (typer.Abort, KeyboardInterrupt):
+            _fail("interrupted (SIGINT)", INTERRUPTED)
+        # typer returns (does not raise) the exit status of a typer.Exit, and turns Ctrl-C
+        # into Exit(130)
+        if code == INTERRUPTED:
+            _fail("interrupted (SIGINT)", INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=DmlkitGroup, add_completion=False, invoke_without_command=True,
+                  help="Deep metric learning: train, evaluate, compare, retrieve.")
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False):
+def _root(ctx: typer.Context,
+          debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False):
     _state["debug"] = debug
+    if ctx.invoked_subcommand is None:  # bare `dmlkit`: the help, as a usage error
+        console.print(ctx.get_help())
+        raise typer.Exit(USAGE_ERROR)
 
 
 def _is_rank0() -> bool:
@@ -46,7 +119,8 @@ def _train_here(cfg, resume: Path | None):
 
     try:
         return run_train(cfg, resume=resume,
-                         console=console if _is_rank0() else Console(quiet=True))
+                         console=console if _is_rank0() else Console(quiet=True),
+                         notify=lambda line: err_console.print(line, markup=False))
     finally:
         distributed.shutdown()
 
@@ -55,7 +129,9 @@ def _train_here(cfg, resume: Path | None):
 def train(
     config: Annotated[str, typer.Argument(help="preset name or YAML config file")] = "",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override key=value")] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="continue the run in this directory, with its own config (--set train.epochs=N "
+             "may extend it)")] = None,
     devices: Annotated[int, typer.Option(
         min=1, help="processes on this machine (torchrun; one per GPU, gloo on CPU)")] = 1,
 ):
@@ -66,12 +142,19 @@ def train(
     """
     from dmlkit import config as config_mod
     from dmlkit.base import process_group
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.cli.tables import print_metrics
+    from dmlkit.data.epoch_sampler import check_shardable
+    from dmlkit.engine.train import resumed_config
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
-    cfg = None if resume is not None else config_mod.load(config, set_ or [])
+    if resume is not None and config:
+        raise ConfigError(f"--resume continues {resume} with its own config: drop {config!r} "
+                          "(--set train.epochs=N may extend it)")
+    cfg = (resumed_config(resume, set_ or []) if resume is not None
+           else config_mod.load(config, set_ or []))
     if devices > 1 and not process_group.launched():
+        check_shardable(cfg.train.batch_size, devices)
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []
@@ -84,17 +167,20 @@ def train(
     rows = {k: results[k] for k in ("untrained", "final") if k in results}
     if "final" in rows:
         rows["trained"] = rows.pop("final")
-    console.print(metrics_table(rows, f"test metrics ({run.path})"))
+    print_metrics(console, rows, f"test metrics ({run.path})")
 
 
 @app.command()
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]):
     """Re-evaluate a run's final model on its test split."""
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.base.run_dir import open_run
+
+    open_run(run_dir, "evaluate")  # before the heavy imports
+    from dmlkit.cli.tables import print_metrics
     from dmlkit.serve.load import load_run
 
     loaded = load_run(run_dir)
-    console.print(metrics_table({"model": loaded.evaluate_test()}, f"test metrics ({run_dir})"))
+    print_metrics(console, {"model": loaded.evaluate_test()}, f"test metrics ({run_dir})")
 
 
 @app.command("evaluate-embeddings")
@@ -112,7 +198,7 @@ def evaluate_embeddings(
     With ``is_query``/``is_gallery`` flags in the file, queries are searched in the gallery;
     otherwise every item is a query against all others (compared to self).
     """
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.cli.tables import print_metrics
     from dmlkit.evaluation import evaluate, load_embeddings
 
     emb, y, extra = load_embeddings(file, labels)
@@ -125,9 +211,9 @@ def evaluate_embeddings(
                       map_at_k=map_at_k, distance=distance, normalize=normalize,
                       per_class=per_class)
     by_class = result.pop("per_class", {})
-    console.print(metrics_table({file.name: result}, f"{len(emb)} queries"))
+    print_metrics(console, {file.name: result}, f"{len(emb)} queries")
     if per_class:
-        console.print(metrics_table({str(c): m for c, m in by_class.items()}, "per class"))
+        print_metrics(console, {str(c): m for c, m in by_class.items()}, "per class")
 
 
 @app.command()
@@ -138,20 +224,20 @@ def reproduce(
         min=1, help="processes (default: as many as the original run used)")] = None,
 ):
     """Train again from a run's resolved config (same seed) and compare the metrics."""
-    from dmlkit import config as config_mod
-    from dmlkit.base import process_group
-    from dmlkit.base.run_dir import RunDir
-    from dmlkit.cli.tables import metrics_table
+    from dmlkit.base.run_dir import open_run
 
-    old = RunDir(run_dir)
-    if not old.config_path.is_file():
-        raise DmlkitError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config_mod.load(str(old.config_path))
+    old = open_run(run_dir, "reproduce")  # before the heavy imports
+    from dmlkit.base import process_group
+    from dmlkit.cli.tables import print_metrics
+    from dmlkit.data.epoch_sampler import check_shardable
+
+    cfg = old.read_config()
     cfg.run.name = name or f"{old.path.name}-reproduced"
     env = old.read_json("env.json") if (old.path / "env.json").is_file() else {}
     original = env.get("world_size", 1)
     devices = devices or original
     if devices > 1 and not process_group.launched():
+        check_shardable(cfg.train.batch_size, devices)
         _relaunch(devices, ["reproduce", str(run_dir), "--name", cfg.run.name,
                             "--devices", str(devices)])
         return
@@ -164,16 +250,22 @@ def reproduce(
         return
     rows = {"original": old.read_json("metrics.json").get("final", {}),
             "reproduced": new.read_json("metrics.json")["final"]}
-    console.print(metrics_table(rows, "reproduction"))
+    print_metrics(console, rows, "reproduction")
 
 
 @app.command()
 def presets():
-    """List the shipped presets."""
-    from dmlkit.config import preset_names
+    """List the shipped presets, with a one-line description each."""
+    from rich.table import Table
 
+    from dmlkit.config import preset_description, preset_names
+
+    table = Table(title="presets (dmlkit train NAME)", box=None)
+    table.add_column("name", no_wrap=True)
+    table.add_column("description")
     for name in preset_names():
-        console.print(name)
+        table.add_row(name, preset_description(name))
+    console.print(table)
 
 
 @app.command()
@@ -184,7 +276,7 @@ def datasets(
     """List datasets (and whether they are available locally), or describe one."""
     import json
 
-    from dmlkit.data.registry import DATASETS, load_catalog
+    from dmlkit.data.registry import DATASETS, availability, load_catalog
 
     if describe:
         cat = load_catalog(describe, root)
@@ -201,43 +293,13 @@ def datasets(
     for col in ("name", "status", "description"):
         table.add_column(col)
     for name, spec in sorted(DATASETS.items()):
-        try:
-            status = f"available ({len(spec.loader(root=None, download=False))} images)"
-        except DmlkitError:
-            status = "not found: use --root / data.root"
-        table.add_row(name, status, spec.description)
+        table.add_row(name, availability(spec), spec.description)
     console.print(table)
 
 
 def main() -> None:
-    """Entry point: run the app, turning DmlkitError into one line on stderr (exit 2).
-
-    A training run stopped by SIGINT/SIGTERM (after saving a checkpoint) exits 130/143 with
-    the command that resumes it; an OSError (e.g. a full disk) is one line too (exit 2).
-    """
-    try:
-        app(standalone_mode=False)
-    except DmlkitError as e:
-        if _state["debug"]:
-            raise
-        code = getattr(e, "exit_code", 2)  # TrainingInterrupted: 128 + signal number
-        err_console.print(("[red]error:[/red] " if code == 2 else "") + escape(str(e)))
-        sys.exit(code)
-    except OSError as e:
-        if _state["debug"]:
-            raise
-        err_console.print(f"[red]error:[/red] {escape(str(e))}")
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    """Entry point (``dmlkit``, ``python -m dmlkit``): see `DmlkitGroup.main`."""
+    app()
 
 
 register_serve_commands(app)

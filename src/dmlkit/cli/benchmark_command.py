@@ -3,6 +3,7 @@ command; see docs/protocol.md."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -42,9 +43,16 @@ def benchmark(
         bench = bench.model_copy(update={"output": str(output)})
     try:
         out = run_benchmark(bench, stage, storage, worker, console)  # type: ignore[arg-type]
-    except TrainingInterrupted as e:  # the run is checkpointed; the benchmark resumes as a whole
-        raise TrainingInterrupted(f"{e} (or re-run this benchmark command: finished trials and "
-                                  "runs are reused)", e.signum) from None
+    except (TrainingInterrupted, KeyboardInterrupt) as e:  # the benchmark resumes as a whole
+        signum = getattr(e, "signum", signal.SIGINT)
+        again = " ".join(["dmlkit benchmark", config,
+                          *([] if stage == "all" else ["--stage", stage]),
+                          *([] if storage is None else ["--storage", storage]),
+                          *([] if worker == 0 else ["--worker", str(worker)]),
+                          *([] if output is None else ["--output", str(output)])])
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name}; finished trials and runs are kept and "
+            f"a cut run resumes from its checkpoint: continue with: {again}", signum) from None
     if stage == "search":
         console.print(f"search finished; studies in {storage or bench.storage_url}")
     else:

@@ -108,7 +108,7 @@ def search(
     """Nearest gallery images of each query image."""
     from rich.table import Table
 
-    from dmlkit.base.files import atomic_write_bytes
+    from dmlkit.base.atomic_write import atomic_write_bytes
     from dmlkit.engine.seed import resolve_device
     from dmlkit.errors import CheckpointError
     from dmlkit.serve.gallery_html import search_page

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmlkit.base.files import atomic_write_bytes
+from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.data.catalog import SPLITS, Catalog
 from dmlkit.data.download import file_digest, safe_extract
 from dmlkit.data.folder import load_folder

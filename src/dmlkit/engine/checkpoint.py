@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from dmlkit.base.files import atomic_write_bytes, first_line, load_weights, save_weights
+from dmlkit.base.atomic_write import atomic_write_bytes
+from dmlkit.base.files import first_line, load_weights, save_weights
 from dmlkit.data.download import file_digest
 from dmlkit.errors import CheckpointError
 

@@ -43,17 +43,28 @@ def _plot(path: Path, epochs: list[float], series: dict[str, list[float]], title
     plt.close(fig)
 
 
+def _table(rows: dict[str, dict]) -> list[str]:
+    """A markdown table: one row per named result, one column per metric of `COLUMNS`."""
+    lines = ["| model | " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for key, value in rows.items():
+        cells = [value.get(k) for k, _ in COLUMNS]
+        lines.append(f"| {key} | " + " | ".join(
+            "-" if c is None else f"{c:.4f}" for c in cells) + " |")
+    return lines
+
+
 def write_run_report(run_dir: Path) -> Path:
     """Write ``report.md`` (and PNG plots) into ``run_dir``; returns the report's path."""
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    lines = [f"# Run {run_dir.name}", "", "| model | " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
-    for key, value in metrics.items():
-        if isinstance(value, dict) and "map_at_r" in value:
-            cells = [value.get(k) for k, _ in COLUMNS]
-            lines.append(f"| {key} | " + " | ".join(
-                "-" if c is None else f"{c:.4f}" for c in cells) + " |")
+    test = {k: v for k, v in metrics.items()
+            if isinstance(v, dict) and "map_at_r" in v and k != "best_val"}
+    lines = [f"# Run {run_dir.name}", "", "## Test metrics", "", *_table(test)]
+    best = metrics.get("best_val")
+    if best:
+        lines += ["", f"## Validation: the best epoch ({best.get('epoch')}), by MAP@R", "",
+                  *_table({"best_val": best})]
     table = run_dir / "metrics.csv"
     cols = _columns(table) if table.is_file() else {}
     if cols.get("epoch"):

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from dmlkit.errors import ConfigError
+
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch; with ``deterministic`` use deterministic kernels."""
@@ -19,10 +21,23 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+    """``auto`` -> CUDA when available, else CPU; ConfigError for a device this machine lacks
+    (``cuda`` without a GPU, ``cuda:3`` with fewer GPUs) or a name torch does not know."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r}: CUDA is not available on this machine; use "
+                              "cpu or auto")
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} GPU(s) (cuda:0 to "
+                              f"cuda:{count - 1})")
+    return device
 
 
 def rng_state() -> dict:

@@ -2,55 +2,126 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
 from dmlkit import config as config_mod
 from dmlkit.base import process_group
+from dmlkit.base.files import first_line
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.engine import distributed
+from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
-from dmlkit.errors import CheckpointError
+from dmlkit.errors import CheckpointError, ConfigError
 from dmlkit.methods.base import Method
 from dmlkit.methods.build import build_method
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
 from dmlkit.models.run_model import method_heads
 
 
-def train(cfg: Config, resume: Path | None = None, console: Console | None = None) -> RunDir:
+def resumed_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """The config a resumed run continues with: the run's own, where ``overrides`` may only
+    raise ``train.epochs`` (to train longer), and only under a learning-rate schedule that
+    does not depend on it (``none``, ``plateau``): anything else would make the run a different
+    experiment than its config.yaml says. ConfigError (one line) otherwise."""
+    run = RunDir(Path(run_dir))
+    if not run.config_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = run.read_config()
+    epochs = cfg.train.epochs
+    for item in overrides or []:
+        keys, value = config_mod.parse_override(item)
+        if keys != ["train", "epochs"]:
+            raise ConfigError(f"--resume continues {run_dir} with its own config: --set "
+                              f"{'.'.join(keys)} cannot change (only train.epochs can be raised, "
+                              "to train longer); start a new run instead")
+        epochs = value
+    if epochs == cfg.train.epochs:
+        return cfg
+    if not isinstance(epochs, int) or epochs < cfg.train.epochs:
+        raise ConfigError(f"--resume: train.epochs={epochs!r}: a run can only be extended "
+                          f"beyond its {cfg.train.epochs} epochs")
+    if cfg.optim.schedule not in ("none", "plateau"):
+        raise ConfigError(f"--resume: {run_dir}'s {cfg.optim.schedule} learning-rate schedule is "
+                          f"fixed to its {cfg.train.epochs} epochs; start a new run to train "
+                          "longer")
+    cfg.train.epochs = epochs
+    return cfg
+
+
+def train(cfg: Config | None, resume: Path | None = None, console: Console | None = None,
+          notify: Callable[[str], None] | None = None) -> RunDir:
     """config -> data -> model -> method -> Trainer.fit -> run directory.
 
-    With ``resume`` the run directory's own config is used and training continues from its
-    newest complete checkpoint (mid-epoch ones included), exactly where it stopped; the number
-    of ranks may differ from the run's (the state is global, not per rank).
+    With ``resume`` training continues from the run's newest complete checkpoint (mid-epoch
+    ones included), exactly where it stopped, with ``cfg`` from `resumed_config` (None: the
+    run's own config); the number of ranks may differ from the run's (the state is global,
+    not per rank).
+
+    ``notify(line)`` (rank 0) hears the run directory as soon as it is created. Its state
+    (`RunDir.state`) kept: ``running``, then ``finished``, ``interrupted`` (a signal, also
+    outside the training loop: `TrainingInterrupted` naming the resume command) or
+    ``failed``.
 
     Started by torchrun (``WORLD_SIZE`` > 1), the process joins the group (NCCL on CUDA, gloo
     on CPU) and trains its share of every global batch; rank 0 creates the run directory.
     """
     if resume is not None:
-        run = RunDir(Path(resume))
-        if not run.config_path.is_file():
-            raise CheckpointError(f"{resume} is not a run directory (no config.yaml)")
-        cfg = config_mod.load(str(run.config_path))
-    else:
-        run = None
+        cfg = cfg or resumed_config(Path(resume))
+    elif cfg is None:
+        raise ConfigError("train needs a config or a run directory to resume")
     if process_group.launched():
         place, device = distributed.init_from_env(cfg.train.device)
     else:
         place, device = process_group.info(), resolve_device(cfg.train.device)
     data, method, model = build_components(cfg)
-    if run is None:
+    if resume is None:
         created = str(RunDir.create(cfg).path) if place.is_main else None
         run = RunDir(Path(process_group.broadcast_object(created)))
-    trainer = Trainer(cfg, data, model, method, run, device, console)
-    if resume is not None:
-        trainer.resume()
-    trainer.fit()
+        wanted = Path(cfg.run.root) / cfg.run.name if cfg.run.name else run.path
+        taken = "" if wanted == run.path else f" ({wanted} exists: {RunDir(wanted).state().state})"
+        if notify is not None and place.is_main:
+            notify(f"run directory: {run.path}{taken}")
+    else:
+        run = RunDir(Path(resume))
+        now = process_group.broadcast_object(run.state() if place.is_main else None)
+        if now.state == "running":
+            raise CheckpointError(f"{run.path} is being trained by another process "
+                                  f"({now.message or 'see its state.json'})")
+        if place.is_main:
+            if cfg != run.read_config():
+                run.write_config(cfg)
+            run.set_state("running")
+    try:
+        trainer = Trainer(cfg, data, model, method, run, device, console)
+        if resume is not None:
+            trainer.resume()
+        trainer.fit()
+    except TrainingInterrupted as e:
+        _mark(run, place.is_main, "interrupted", str(e))
+        raise
+    except KeyboardInterrupt:  # outside the training loop's own stop handling
+        message = (f"stopped by SIGINT before the end of {run.path}; continue with: "
+                   f"dmlkit train --resume {run.path}")
+        _mark(run, place.is_main, "interrupted", message)
+        raise TrainingInterrupted(message, signal.SIGINT) from None
+    except BaseException as e:
+        _mark(run, place.is_main, "failed", first_line(e))
+        raise
+    _mark(run, place.is_main, "finished")
     return run
+
+
+def _mark(run: RunDir, is_main: bool, state, message: str = "") -> None:
+    """Record the run's state (rank 0 writes)."""
+    if is_main:
+        run.set_state(state, message)
 
 
 def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:

@@ -31,7 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dmlkit.base import process_group
-from dmlkit.base.files import WriteError, atomic_write_bytes, first_line, save_weights
+from dmlkit.base.atomic_write import WriteError, atomic_write_bytes
+from dmlkit.base.files import first_line, save_weights
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
@@ -102,7 +103,7 @@ def evaluate_model(
     """Embed the query (and reference) set and compute every metric from one ranking.
 
     Under torch.distributed each rank embeds a block of samples, rank 0 computes the metrics
-    and every rank returns them.
+    and every rank returns them. Non-finite embeddings: TrainingError (the model diverged).
     """
     e = cfg.eval
     train_mode = e.bn_train_mode
@@ -116,6 +117,10 @@ def evaluate_model(
     if data.reference is not None:
         r, rl = extract_sharded(model, data.reference, batch(data.reference), device,
                                 cfg.data.num_workers, train_mode)
+    if not all(bool(torch.isfinite(x).all()) for x in (q, r) if x is not None):
+        raise TrainingError("the model diverged: its embeddings are not finite (NaN or "
+                            "infinite); lower optim.lr (train.skip_nonfinite skips bad steps "
+                            "but cannot undo a diverged model)")
     metrics = ["precision_at_1", "recall_at_k", "r_precision", "map_at_r"]
     if e.nmi:
         metrics += ["nmi", "ami"]

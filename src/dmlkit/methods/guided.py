@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from dmlkit.base.files import atomic_write_bytes, load_weights, save_weights
+from dmlkit.base.atomic_write import atomic_write_bytes
+from dmlkit.base.files import load_weights, save_weights
 from dmlkit.base.process_group import gather
 from dmlkit.config import GuidedConfig, LossConfig, TrainConfig
 from dmlkit.data.class_pair_triplets import build_class_pair_triplets

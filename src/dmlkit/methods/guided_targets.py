@@ -30,7 +30,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from dmlkit.base.files import atomic_write_bytes
+from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.errors import ConfigError, DataError
 
 FORMAT = "dmlkit-targets-v1"

@@ -31,13 +31,19 @@ from dmlkit.config import Config, dotted
 from dmlkit.engine.train import train
 from dmlkit.errors import ConfigError, TrainingError
 from dmlkit.protocol.benchmark_config import BenchmarkConfig
+from dmlkit.protocol.benchmark_progress import BenchmarkProgress
 from dmlkit.protocol.final import (
     EMBEDDINGS,
     evaluate_fold_models,
     evaluate_untrained,
     summarize,
 )
-from dmlkit.protocol.search import cross_validation_objective, open_study, optimize
+from dmlkit.protocol.search import (
+    cross_validation_objective,
+    finished_trials,
+    open_study,
+    optimize,
+)
 
 Stage = Literal["all", "search", "final", "report"]
 RESULTS = "results.json"
@@ -70,6 +76,20 @@ def method_config(
     return cfg
 
 
+def check_search_keys(bench: BenchmarkConfig) -> None:
+    """Every method's overrides and search keys name real config keys (checked with each
+    key at its lowest value or first choice), before any trial starts; one-line ConfigError
+    naming the method and key otherwise."""
+    for method, spec in bench.methods.items():
+        for key, p in {"": None, **spec.search}.items():
+            params = {} if p is None else {key: p.choices[0] if p.choices else p.low}
+            try:
+                method_config(bench, method, params, 0, SEARCH_SEED)
+            except ConfigError as e:
+                where = f"search key {key!r}" if key else "preset and overrides"
+                raise ConfigError(f"benchmark method {method}, {where}: {e}") from None
+
+
 def run_or_reuse(cfg: Config, console: Console | None = None) -> RunDir:
     """The finished run of ``cfg``: reused if done, resumed if cut short, else trained."""
     path = Path(cfg.run.root) / cfg.run.name
@@ -78,6 +98,16 @@ def run_or_reuse(cfg: Config, console: Console | None = None) -> RunDir:
     if (path / "config.yaml").is_file():
         return train(None, resume=path, console=console)
     return train(cfg, console=console)
+
+
+def fold_run(cfg: Config, label: str, progress: BenchmarkProgress,
+             console: Console | None = None) -> RunDir:
+    """`run_or_reuse`, counted in ``progress``."""
+    reused = (Path(cfg.run.root) / cfg.run.name / "metrics.json").is_file()
+    t0 = time.perf_counter()
+    run = run_or_reuse(cfg, console)
+    progress.run_done(label, time.perf_counter() - t0, not reused)
+    return run
 
 
 def validation_score(run: RunDir) -> float:
@@ -94,23 +124,37 @@ def bench_study(bench: BenchmarkConfig, method: str, storage: str, worker: int) 
                       bench.prune_after, bench.startup_trials, bench.heartbeat_s, bench.grace_s)
 
 
+def search_trials(bench: BenchmarkConfig, method: str) -> int:
+    """Trials of the method's search; without a search space every trial is the same
+    configuration: one is enough."""
+    return bench.trials if bench.methods[method].search else 1
+
+
 def search_method(
     bench: BenchmarkConfig, method: str, storage: str, worker: int = 0,
-    console: Console | None = None,
+    console: Console | None = None, progress: BenchmarkProgress | None = None,
 ) -> optuna.Study:
     """Run (or continue) the method's study until ``bench.trials`` trials have finished."""
     spec = bench.methods[method]
+    progress = progress or BenchmarkProgress(search_trials(bench, method) * bench.folds)
     if method_config(bench, method, {}, 0, SEARCH_SEED).train.eval_every < 1:
         raise ConfigError(f"method {method}: the search needs validation (train.eval_every >= 1)")
     study = bench_study(bench, method, storage, worker)
+    trials = search_trials(bench, method)
+    ended = [min(finished_trials(study), trials)]  # trials ended, for the progress lines
+    progress.skip(ended[0] * bench.folds)
 
     def score_fold(params: dict[str, Any], fold: int) -> float:
-        return validation_score(
-            run_or_reuse(method_config(bench, method, params, fold, SEARCH_SEED), console))
+        cfg = method_config(bench, method, params, fold, SEARCH_SEED)
+        label = f"{method}: search trial {ended[0] + 1}/{trials}, fold {fold + 1}/{bench.folds}"
+        return validation_score(fold_run(cfg, label, progress, console))
+
+    def trial_end() -> None:
+        ended[0] += 1
+        progress.trial_done(bench.folds)
 
     objective = cross_validation_objective(score_fold, bench.folds, spec.search)
-    # without a search space every trial is the same configuration: one is enough
-    optimize(study, objective, bench.trials if spec.search else 1, spec.search)
+    optimize(study, objective, trials, spec.search, on_trial_end=trial_end)
     return study
 
 
@@ -132,7 +176,8 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
 
 
 def final_method(
-    bench: BenchmarkConfig, method: str, study: optuna.Study, console: Console | None = None
+    bench: BenchmarkConfig, method: str, study: optuna.Study, console: Console | None = None,
+    progress: BenchmarkProgress | None = None,
 ) -> dict[str, Any]:
     """Retrain the best trial's configuration per fold and seed; evaluate on the test classes.
 
@@ -146,10 +191,13 @@ def final_method(
         raise TrainingError(f"method {method}: no search trial completed (not run, or all "
                             "pruned or failed); see the study in the benchmark's storage"
                             ) from None
+    progress = progress or BenchmarkProgress(bench.seeds * bench.folds)
     t0 = time.perf_counter()
     seeds = []
     for seed in range(bench.seeds):
-        runs = [run_or_reuse(method_config(bench, method, params, k, seed), console)
+        runs = [fold_run(method_config(bench, method, params, k, seed),
+                         f"{method}: final, seed {seed + 1}/{bench.seeds}, fold "
+                         f"{k + 1}/{bench.folds}", progress, console)
                 for k in range(bench.folds)]
         result, test = evaluate_fold_models([r.path for r in runs])
         if seed == 0:
@@ -179,16 +227,20 @@ def run_benchmark(
     from dmlkit.protocol.report import write_report
 
     out = Path(bench.output)
-    out.mkdir(parents=True, exist_ok=True)
     url = storage or bench.storage_url
     results_path = out / RESULTS
     if stage != "report":
+        check_search_keys(bench)
+        out.mkdir(parents=True, exist_ok=True)
+        total = sum(search_trials(bench, m) for m in bench.methods) if stage != "final" else 0
+        total += 0 if stage == "search" else len(bench.methods) * bench.seeds
+        progress = BenchmarkProgress(total * bench.folds, console)
         methods = {}
         for name, spec in bench.methods.items():
             if stage == "final":
                 study = bench_study(bench, name, url, worker)
             else:
-                study = search_method(bench, name, url, worker, console)
+                study = search_method(bench, name, url, worker, console, progress)
             if stage == "search":
                 continue
             dataset = method_config(bench, name, {}, 0, SEARCH_SEED).data.name
@@ -196,7 +248,7 @@ def run_benchmark(
                              "overrides": spec.overrides,
                              "search_space": {k: v.model_dump() for k, v in spec.search.items()},
                              "search": study_summary(study),
-                             "final": final_method(bench, name, study, console)}
+                             "final": final_method(bench, name, study, console, progress)}
         if stage == "search":
             return out
         results = {"benchmark": bench.model_dump(mode="json"),

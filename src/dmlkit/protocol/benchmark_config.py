@@ -50,7 +50,8 @@ class MethodSpec(_Strict):
 class ReportSpec(_Strict):
     """Where the report goes and the sizes of its figures."""
 
-    folder: str | None = Field(None, description="report.md, report.html, figures/ "
+    folder: str | None = Field(None, description="report.md, report.html, figures/; "
+                                                 "relative to the benchmark file's folder "
                                                  "(default: the output folder)")
     map_points: int = Field(600, ge=10, description="test embeddings in the t-SNE map")
     gallery_queries: int = Field(4, ge=1)
@@ -119,7 +120,12 @@ def load_benchmark_config(name_or_path: str) -> BenchmarkConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: a benchmark file must be a YAML mapping")
     try:
-        return BenchmarkConfig.model_validate(data)
+        bench = BenchmarkConfig.model_validate(data)
     except ValidationError as err:
         message = format_validation_error(err).replace("config:", "benchmark:", 1)
         raise ConfigError(message) from None
+    folder = bench.report.folder
+    if folder is not None and path.suffix in (".yaml", ".yml"):  # relative to the file
+        report = bench.report.model_copy(update={"folder": str(path.parent / folder)})
+        bench = bench.model_copy(update={"report": report})
+    return bench

@@ -306,9 +306,12 @@ def optimize(
     trials: int,
     space: dict[str, ParamSpec],
     poll_s: float | None = None,
+    on_trial_end: Callable[[], None] | None = None,
 ) -> int:
     """Run trials until ``trials`` have finished in the study (all workers together), never
-    more: each trial takes a slot with `reserve_trial`.
+    more: each trial takes a slot with `reserve_trial`; ``on_trial_end()`` after each trial run
+    here. Optuna's own log lines (e.g. a warning for a trial stopped by Ctrl-C) are silenced:
+    the error itself reaches the caller.
 
     While the slots are taken but trials of other workers still run, wait (``poll_s``; default
     the heartbeat interval) for them to finish, or to go stale and be retried here.
@@ -316,11 +319,18 @@ def optimize(
     """
     keys, done = set(space), 0
     interval = poll_s or _heartbeat_interval(study) or HEARTBEAT_S
-    while finished_trials(study) < trials:
-        trial = reserve_trial(study, trials, keys)
-        if trial is None:
-            time.sleep(interval)
-            continue
-        _run_trial(study, trial, objective)
-        done += 1
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        while finished_trials(study) < trials:
+            trial = reserve_trial(study, trials, keys)
+            if trial is None:
+                time.sleep(interval)
+                continue
+            _run_trial(study, trial, objective)
+            done += 1
+            if on_trial_end is not None:
+                on_trial_end()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return done

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from dmlkit.base.files import atomic_write_bytes
+from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.errors import DataError
 
 SUFFIXES = (".safetensors", ".npz")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmlkit.base.files import atomic_write_bytes
+from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.registry import load_catalog
 from dmlkit.errors import CheckpointError, ConfigError, DataError

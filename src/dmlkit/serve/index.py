@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dmlkit.base.files import atomic_write_bytes
+from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.errors import CheckpointError, ConfigError
 from dmlkit.evaluation.knn import knn, l2_normalize
 from dmlkit.serve.load import LoadedRun

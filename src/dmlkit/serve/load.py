@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from dmlkit.base.run_dir import open_run, require_finished
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.data.download import file_digest
@@ -77,6 +78,9 @@ class LoadedRun:
 def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
     """The model of ``run_dir`` with its final (or ``best.safetensors``) weights."""
     run_dir = Path(run_dir)
+    run = open_run(run_dir)
+    if not (run_dir / weights).is_file():
+        require_finished(run, "load")
     cfg, model, in_channels = load_run_model(run_dir, weights)
     loaded = LoadedRun(run_dir, cfg, model, in_channels, weights=run_dir / weights)
     _ = loaded.fingerprint  # hash the weights now, as loaded, not when first asked
