@@ -48,6 +48,11 @@ class DataConfig(Section):
     image_size: int | None = Field(None, ge=8)
     on_bad_image: Literal["fail", "skip"] = "fail"
     num_workers: int = Field(0, ge=0)
+    device_transforms: bool = Field(
+        True, description="in-memory datasets (MNIST family, CIFAR, digits) with the small, "
+        "small_aug, cifar or raw255 preset: resize once, augment and normalize whole batches on "
+        "the training device (no DataLoader; num_workers unused)"
+    )
 
 
 class HeadConfig(Section):

@@ -12,6 +12,9 @@ Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float t
 | mdr | resize 256x256, random resized crop 224 (scale 0.16-1), flip | resize 256x256, center 224 |
 | sharing | random resized crop 224, flip | resize 256, center 224 |
 | *_bninception | as above with BN-Inception input: BGR, 0-255, mean (104, 117, 128), std 1 | |
+
+`build_batch_transform` gives the batched equivalent (`BatchTransform`, applied per batch on the
+device) of the small-image presets (small, small_aug, cifar, raw255) for in-memory datasets.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from dmlkit.data.batch_transform import BatchTransform
 from dmlkit.errors import ConfigError
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -37,11 +41,16 @@ class _BNInceptionInput:
         return x.flip(0) * 255.0 - self.mean
 
 
-def _normalize(stats: tuple, channels_hint: int | None) -> Callable:
+def _stats(stats: tuple, channels_hint: int | None) -> tuple:
+    """(mean, std), averaged over RGB for single-channel images."""
     mean, std = stats
     if channels_hint == 1 and len(mean) == 3:
         mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-    return v2.Normalize(mean, std)
+    return mean, std
+
+
+def _normalize(stats: tuple, channels_hint: int | None) -> Callable:
+    return v2.Normalize(*_stats(stats, channels_hint))
 
 
 def build_transform(
@@ -87,3 +96,22 @@ def build_transform(
             raise ConfigError(f"{name}: BN-Inception input applies to the 224/227 px presets")
         ops.append(_BNInceptionInput())
     return v2.Compose(ops)
+
+
+def build_batch_transform(
+    name: str, train: bool, image_size: int | None = None, channels: int | None = None
+) -> BatchTransform | None:
+    """The batched form of preset ``name`` (same operations and distributions as
+    `build_transform`), or None for presets without one (the 224/227 px presets)."""
+    if name not in ("small", "small_aug", "cifar", "raw255"):
+        return None
+    if name == "raw255":
+        return BatchTransform(size=image_size, scale=False)
+    crop, pad = None, 0
+    if train and name == "small_aug" and image_size:
+        crop, pad = image_size, 2
+    if train and name == "cifar":
+        crop, pad = 32, 4
+    mean, std = _stats(CIFAR if name == "cifar" else HALF, channels)
+    return BatchTransform(size=image_size, crop=crop, pad=pad, flip=train and name != "small",
+                          mean=tuple(mean), std=tuple(std))

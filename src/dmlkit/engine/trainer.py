@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
+from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.engine import distributed
 from dmlkit.engine.checkpoint import (
     CheckpointFolder,
@@ -286,10 +287,16 @@ class Trainer:
             self._rng = None
 
     # ----------------------------------------------------------------- loop
-    def _loaders(self) -> dict[str, DataLoader]:
+    def _loaders(self) -> dict[str, DataLoader | DeviceBatches]:
+        """One loader per stream: batches built on the device for a batched in-memory dataset
+        (random draws a function of the position), else a DataLoader."""
         loaders = {}
-        for name, sampler in self.samplers.items():
+        for stream, (name, sampler) in enumerate(self.samplers.items()):
             sampler.set_epoch(self.epoch, self.batch)
+            if self.data.train.batched:
+                loaders[name] = DeviceBatches(self.data.train, sampler, self.device,
+                                              self.cfg.train.seed, stream)
+                continue
             loaders[name] = DataLoader(
                 self.data.train, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
                 worker_init_fn=ignore_sigint,
