@@ -23,7 +23,7 @@ F32_REL = 1e-5
 
 def magnitude(*tensors) -> float:
     """The largest absolute value over all given tensors/arrays (0 for empty or all-zero)."""
-    return max((float(torch.as_tensor(t).abs().max()) for t in tensors
+    return max((float(torch.as_tensor(t).double().abs().max()) for t in tensors
                 if torch.as_tensor(t).numel()), default=0.0)
 
 
