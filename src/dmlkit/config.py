@@ -184,6 +184,10 @@ class TrainConfig(Section):
     sync_bn: bool = Field(
         True, description="SyncBatchNorm across ranks on CUDA (BatchNorm over the global batch)"
     )
+    log_every: int = Field(
+        20, ge=1, description="read the running loss from the device for the progress bar "
+        "every N iterations (each read waits for the device)"
+    )
 
 
 class EvalConfig(Section):
