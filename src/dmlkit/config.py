@@ -168,7 +168,10 @@ class TrainConfig(Section):
     eval_every: int = Field(1, ge=0, description="validate every N epochs (0: never)")
     seed: int = 0
     device: str = "auto"
-    deterministic: bool = True
+    deterministic: bool | None = Field(
+        None, description="deterministic kernels (unset: on for the CPU, off for CUDA, where "
+        "true is strict and sets CUBLAS_WORKSPACE_CONFIG; docs/distributed.md)"
+    )
     keep_checkpoints: int = Field(2, ge=1)
     checkpoint_every: int = Field(
         200, ge=0, description="also checkpoint every N iterations mid-epoch (0: epoch ends only)"

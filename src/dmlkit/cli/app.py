@@ -73,6 +73,10 @@ def train(
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
     cfg = None if resume is not None else config_mod.load(config, set_ or [])
     if devices > 1 and not distributed.launched():
+        if cfg is not None:
+            from dmlkit.engine.train import check_ranks
+
+            check_ranks(cfg, devices)  # before any process starts
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []

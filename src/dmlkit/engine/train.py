@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -13,7 +14,7 @@ from dmlkit.engine import distributed
 from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
-from dmlkit.errors import CheckpointError
+from dmlkit.errors import CheckpointError, ConfigError
 from dmlkit.methods.base import Method
 from dmlkit.methods.build import build_method
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
@@ -36,6 +37,7 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
         cfg = config_mod.load(str(run.config_path))
     else:
         run = None
+    check_ranks(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     if distributed.launched():
         place, device = distributed.init_from_env(cfg.train.device)
     else:
@@ -51,10 +53,23 @@ def train(cfg: Config, resume: Path | None = None, console: Console | None = Non
     return run
 
 
+def check_ranks(cfg: Config, world_size: int) -> None:
+    """Refuse what would silently go wrong on ``world_size`` ranks (called before launching
+    them): BatchNorm without SyncBatchNorm on several CUDA ranks keeps per-rank statistics,
+    of which only rank 0's are saved."""
+    cuda = resolve_device(cfg.train.device).type == "cuda"
+    if world_size > 1 and cuda and not cfg.train.sync_bn and not cfg.model.freeze_bn:
+        raise ConfigError(
+            f"train.sync_bn=false on {world_size} CUDA ranks: each rank would keep its own "
+            "BatchNorm statistics and only rank 0's are saved; set train.sync_bn=true or "
+            "model.freeze_bn=true"
+        )
+
+
 def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
     """Data, method and model of ``cfg`` as every run starts: seeded, the model at its
     initial weights (the same RNG draws in the same order, so the same weights)."""
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    seed_everything(cfg.train.seed, cfg.train.deterministic, resolve_device(cfg.train.device))
     data = build_data(cfg.data, cfg.train.seed)
     method = build_method(cfg, data.splits.train.classes)
     model = build_model(cfg.model, data.in_channels, **method_heads(cfg))

@@ -44,7 +44,7 @@ from dmlkit.engine.checkpoint import (
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
 from dmlkit.engine.precision import training_view
 from dmlkit.engine.run_dir import RunDir
-from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
+from dmlkit.engine.seed import cuda_rng_state, rng_state, seed_everything, set_rng_state
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_sharded
@@ -189,7 +189,9 @@ class Trainer:
                            soft_wrap=True)
 
     # ----------------------------------------------------------------- checkpoints
-    def state(self) -> dict:
+    def state(self, rng: dict | None = None) -> dict:
+        """Everything a checkpoint holds besides the weights (``rng``: default this
+        process's RNG states)."""
         self._read_sums()
         return {
             "epoch": self.epoch,
@@ -203,7 +205,7 @@ class Trainer:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
-            "rng": rng_state(),
+            "rng": rng or rng_state(device=self.device),
             "results": dict(self.results),
         }
 
@@ -214,10 +216,12 @@ class Trainer:
         failed write (full disk) raises CheckpointError; the previous pair stays intact.
         """
         outcome: tuple[str, str] = ("ok", "")
+        # each rank's CUDA generator (its own device; the other RNGs are the same on all ranks)
+        rng = rng_state(distributed.all_objects(cuda_rng_state(self.device)))
         if self.dist.is_main:
             try:
-                path = self.checkpoints.save(self.model.state_dict(), self.state(), self.epoch,
-                                             self.batch)
+                path = self.checkpoints.save(self.model.state_dict(), self.state(rng),
+                                             self.epoch, self.batch)
                 self.checkpoints.prune(self.cfg.train.keep_checkpoints)
                 outcome = ("ok", str(path))
             except WriteError as e:
@@ -286,7 +290,7 @@ class Trainer:
 
     def _restore_rng(self) -> None:
         if self._rng is not None:
-            set_rng_state(self._rng)
+            set_rng_state(self._rng, self.dist.rank, self.device)
             self._rng = None
 
     # ----------------------------------------------------------------- loop
@@ -450,14 +454,16 @@ class Trainer:
     def fit(self) -> dict:
         """Train for ``train.epochs``; returns and writes ``metrics.json``."""
         cfg = self.cfg
-        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        seed_everything(cfg.train.seed, cfg.train.deterministic, self.device)
         if not self.dist.is_main:
             distributed.barrier()  # rank 0 prepares first (e.g. trains and caches a master)
         self.method.prepare(self.model, self.data, self.run.path, self.device)
         if self.dist.active:
             if self.dist.is_main:
                 distributed.barrier()
-            set_rng_state(distributed.broadcast_object(rng_state()))  # ranks draw alike
+            # ranks draw alike: every rank takes rank 0's states (its CUDA device's included)
+            set_rng_state(distributed.broadcast_object(rng_state(device=self.device)), 0,
+                          self.device)
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device)
