@@ -343,7 +343,9 @@ class Trainer:
                 mean = self._read_sums().get("loss", math.nan) / max(cur["steps"], 1)
                 progress.update(task, info=f"loss {mean:.4f}  "
                                 f"{cur['images'] / max(cur['seconds'], 1e-9):.0f} img/s")
-            if stop is not None and self._stop_requested(stop):
+            # several ranks agree on a stop through an all-reduce: once per log interval
+            poll = not self.dist.active or self.batch % log_every == 0 or self.batch == n_iter
+            if stop is not None and poll and self._stop_requested(stop):
                 self.save_checkpoint()
                 raise self._interrupted(stop)
             if every and self.iteration % every == 0 and self.batch < n_iter:
