@@ -13,6 +13,7 @@ result is the median over repetitions of each arm's img/s and of the per-repetit
     python benchmarks/bench_loop.py --workload fmnist --reps 7 --batches 10
     DMLKIT_CIFAR10_JPEG=../shared/data/cifar10-jpeg.tar.gz \\
         python benchmarks/bench_loop.py --workload cifar-r18 --reps 5 --batches 3
+    python benchmarks/bench_loop.py --workload fmnist --eval-input --reps 5
 """
 
 from __future__ import annotations
@@ -107,6 +108,26 @@ class AnchorArm:
         return self.batch * self.batches / (time.perf_counter() - t0)
 
 
+def eval_input(preset: str, overrides: list[str], reps: int) -> None:
+    """Time the evaluation input path alone (test queries, batches of 512, no model): the
+    per-sample DataLoader against the batched path, interleaved."""
+    from dmlkit.data.build import build_data
+    from dmlkit.evaluation.extract import _batches
+
+    sets = {"per-sample": build_data(config.load(preset, [*overrides,
+                                                          "data.device_transforms=false"]).data),
+            "batched": build_data(config.load(preset, overrides).data)}
+    times: dict[str, list[float]] = {k: [] for k in sets}
+    for _ in range(reps):
+        for name, data in sets.items():
+            t0 = time.perf_counter()
+            n = sum(len(x) for x, _, _ in _batches(data.test.query, 512, "cpu", 0))
+            times[name].append(time.perf_counter() - t0)
+    for name, t in times.items():
+        print(f"{name:>10}: {statistics.median(t):.3f} s for {n} images "
+              f"(reps: {' '.join(f'{x:.3f}' for x in t)})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="fmnist")
@@ -117,8 +138,13 @@ def main() -> None:
     ap.add_argument("--per-sample", action="store_true",
                     help="also time dmlkit with the per-sample DataLoader path")
     ap.add_argument("--set", action="append", default=[], help="extra dmlkit overrides")
+    ap.add_argument("--eval-input", action="store_true",
+                    help="time only the evaluation input path (per-sample vs batched)")
     args = ap.parse_args()
     preset, overrides = WORKLOADS[args.workload]
+    if args.eval_input:
+        eval_input(preset, [*overrides, *args.set], args.reps)
+        return
     overrides = [*overrides, f"train.batches_per_epoch={args.batches}",
                  f"train.device={args.device}", "train.epochs=1000", *args.set]
     with tempfile.TemporaryDirectory() as root:
