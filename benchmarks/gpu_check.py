@@ -23,6 +23,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,6 +40,24 @@ from dmlkit.engine.trainer import build_optimizer
 METHODS = {"metric": [], "mdr": ["method.name=mdr"], "sharing": ["method.name=sharing"],
            "guided": ["method.name=guided", "method.guided.master_epochs=1", "data.image_size=28"]}
 SMOKE_REL = 1e-3  # float32 on two devices: different kernels and summation orders
+
+
+@contextmanager
+def cpu_draws(seed: int = 0) -> Iterator[None]:
+    """``torch.multinomial`` (Sharing's distance-weighted negatives) drawn on the CPU from one
+    seeded generator, so that the CUDA and the CPU iteration draw alike."""
+    original = torch.multinomial
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(weights, num_samples, replacement=False, **_):  # its own generator ignored
+        return original(weights.detach().float().cpu(), num_samples, replacement,
+                        generator=generator).to(weights.device)
+
+    torch.multinomial = draw
+    try:
+        yield
+    finally:
+        torch.multinomial = original
 
 
 def iteration(overrides: list[str], device: torch.device, root: str) -> tuple[list, dict]:
@@ -57,11 +77,12 @@ def iteration(overrides: list[str], device: torch.device, root: str) -> tuple[li
     model.train()
     method.train()
     losses = []
-    for step in method.steps(model, batches, 0):
-        losses.append({k: float(v.detach()) for k, v in step.items()})
-        optimizer.zero_grad(set_to_none=True)
-        step["loss"].backward()
-        optimizer.step()
+    with cpu_draws():
+        for step in method.steps(model, batches, 0):
+            losses.append({k: float(v.detach()) for k, v in step.items()})
+            optimizer.zero_grad(set_to_none=True)
+            step["loss"].backward()
+            optimizer.step()
     return losses, {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
