@@ -53,6 +53,11 @@ class DataConfig(Section):
     image_size: int | None = Field(None, ge=8)
     on_bad_image: Literal["fail", "skip"] = "fail"
     num_workers: int = Field(0, ge=0)
+    device_transforms: bool = Field(
+        True, description="in-memory datasets (MNIST family, CIFAR, digits) with the small, "
+        "small_aug, cifar or raw255 preset: resize once, augment and normalize whole batches on "
+        "the training device (no DataLoader; num_workers unused)"
+    )
 
 
 class HeadConfig(Section):
@@ -186,7 +191,10 @@ class TrainConfig(Section):
     eval_every: int = Field(1, ge=0, description="validate every N epochs (0: never)")
     seed: int = 0
     device: str = "auto"
-    deterministic: bool = True
+    deterministic: bool | None = Field(
+        None, description="deterministic kernels (unset: on for the CPU, off for CUDA, where "
+        "true is strict and sets CUBLAS_WORKSPACE_CONFIG; docs/distributed.md)"
+    )
     keep_checkpoints: int = Field(2, ge=1)
     checkpoint_every: int = Field(
         200, ge=0, description="also checkpoint every N iterations mid-epoch (0: epoch ends only)"
@@ -201,6 +209,10 @@ class TrainConfig(Section):
     channels_last: bool = Field(False, description="channels_last memory format (CNNs on GPU)")
     sync_bn: bool = Field(
         True, description="SyncBatchNorm across ranks on CUDA (BatchNorm over the global batch)"
+    )
+    log_every: int = Field(
+        20, ge=1, description="read the running loss from the device for the progress bar "
+        "every N iterations (each read waits for the device)"
     )
 
 

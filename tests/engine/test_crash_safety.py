@@ -82,7 +82,7 @@ def test_mid_epoch_checkpoint_holds_the_whole_position(tmp_path, monkeypatch):
     assert folder.pairs() == [(1, 0), (1, 6)]  # (0, 8) pruned at the end of epoch 1
     state, weights = folder.load(1, 6)
     assert (state["epoch"], state["batch"], state["iteration"]) == (1, 6, 16)
-    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert set(state["rng"]) == {"torch", "cuda_ranks", "numpy", "python"}
     assert state["current_epoch"]["steps"] == 6 and state["current_epoch"]["images"] == 6 * 24
     assert state["current_epoch"]["sums"]["loss"] > 0 and "untrained" in state["results"]
     assert {"optimizer", "scheduler", "method", "best", "bad_epochs"} <= set(state)

@@ -15,7 +15,8 @@ from dmlkit.base.files import load_weights
 from dmlkit.base.run_dir import RunDir
 from dmlkit.engine.checkpoint import CheckpointFolder, load_state
 
-# 3 epochs x 30 batches; random crops and flips (torch RNG), MDR (method state), Adam.
+# 3 epochs x 30 batches; random crops and flips (drawn per batch position), MDR (method
+# state), Adam.
 ARGS = ["train", "digits-smoke", "--set", "eval.nmi=false", "--set", "train.epochs=3",
         "--set", "train.batches_per_epoch=30", "--set", "train.checkpoint_every=4",
         "--set", "data.transform=small_aug", "--set", "data.image_size=8",

@@ -134,6 +134,15 @@ def gather_by_index(values: Tensor, indices: Tensor, total: int) -> Tensor:
     return out.to(home)
 
 
+def all_objects(obj: Any) -> list:
+    """Every rank's ``obj`` in rank order, on every rank (pickled; ``[obj]`` alone)."""
+    if not info().active:
+        return [obj]
+    out: list = [None] * info().world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every rank (pickled; for small results and decisions)."""
     if not info().active:

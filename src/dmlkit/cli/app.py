@@ -155,6 +155,9 @@ def train(
            else config_mod.load(config, set_ or []))
     if devices > 1 and not process_group.launched():
         check_shardable(cfg.train.batch_size, devices)
+        from dmlkit.engine.train import check_ranks
+
+        check_ranks(cfg, devices)  # before any process starts
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []

@@ -8,7 +8,7 @@ from dmlkit.config import DataConfig
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.splits import EvalSplit, Splits, make_splits
-from dmlkit.data.transforms import build_transform
+from dmlkit.data.transforms import build_batch_transform, build_transform
 
 
 @dataclass
@@ -59,19 +59,31 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     )
     channels = _channels(splits)
     train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
-    stream_tfs = {stream: build_transform(name, True, cfg.image_size, channels)
-                  for stream, name in cfg.stream_transforms.items()}
-    eval_tf = build_transform(cfg.eval_transform or cfg.transform, False, cfg.image_size, channels)
+    eval_name = cfg.eval_transform or cfg.transform
+    eval_tf = build_transform(eval_name, False, cfg.image_size, channels)
+    train_batch_tf = eval_batch_tf = None
+    if cfg.device_transforms:
+        train_batch_tf = build_batch_transform(cfg.transform, True, cfg.image_size, channels)
+        eval_batch_tf = build_batch_transform(eval_name, False, cfg.image_size, channels)
+
+    def eval_set(catalog) -> ImageDataset:
+        return ImageDataset(catalog, eval_tf, eval_batch_tf)
+    stream_sets = {
+        stream: ImageDataset(
+            splits.train, build_transform(name, True, cfg.image_size, channels),
+            build_batch_transform(name, True, cfg.image_size, channels)
+            if cfg.device_transforms else None)
+        for stream, name in cfg.stream_transforms.items()}
 
     def eval_data(split: EvalSplit) -> EvalData:
-        ref = None if split.reference is None else ImageDataset(split.reference, eval_tf)
-        return EvalData(ImageDataset(split.query, eval_tf), ref)
+        ref = None if split.reference is None else eval_set(split.reference)
+        return EvalData(eval_set(split.query), ref)
 
     return DataBundle(
         splits=splits,
-        train=ImageDataset(splits.train, train_tf),
-        train_streams={stream: ImageDataset(splits.train, tf) for stream, tf in stream_tfs.items()},
-        train_eval=ImageDataset(splits.train, eval_tf),
+        train=ImageDataset(splits.train, train_tf, train_batch_tf),
+        train_streams=stream_sets,
+        train_eval=eval_set(splits.train),
         val=None if splits.val is None else eval_data(splits.val),
         test=eval_data(splits.test),
         in_channels=channels,

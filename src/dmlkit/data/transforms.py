@@ -14,6 +14,10 @@ Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float t
 | sharing | random resized crop 224, flip | resize 256, center 224 |
 | *_bninception | as above with BN-Inception input: BGR, 0-255, mean (104, 117, 128), std 1 | |
 | *_noflip | as above without the random horizontal flip (Sharing Matters' shared stream) | same |
+
+`build_batch_transform` gives the batched equivalent (`BatchTransform`, applied per batch on the
+device) of the small-image presets (small, small_aug, cifar, raw255, mnist, fashion_mnist;
++ _noflip) for in-memory datasets.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from dmlkit.data.batch_transform import BatchTransform
 from dmlkit.errors import ConfigError
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -42,11 +47,16 @@ class _BNInceptionInput:
         return x.flip(0) * 255.0 - self.mean
 
 
-def _normalize(stats: tuple, channels_hint: int | None) -> Callable:
+def _stats(stats: tuple, channels_hint: int | None) -> tuple:
+    """(mean, std), averaged over RGB for single-channel images."""
     mean, std = stats
     if channels_hint == 1 and len(mean) == 3:
         mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-    return v2.Normalize(mean, std)
+    return mean, std
+
+
+def _normalize(stats: tuple, channels_hint: int | None) -> Callable:
+    return v2.Normalize(*_stats(stats, channels_hint))
 
 
 def build_transform(
@@ -97,3 +107,25 @@ def build_transform(
     if noflip:
         ops = [op for op in ops if not isinstance(op, v2.RandomHorizontalFlip)]
     return v2.Compose(ops)
+
+
+def build_batch_transform(
+    name: str, train: bool, image_size: int | None = None, channels: int | None = None
+) -> BatchTransform | None:
+    """The batched form of preset ``name`` (same operations and distributions as
+    `build_transform`), or None for presets without one (the 224/227 px presets)."""
+    base = name.removesuffix("_noflip")
+    if base not in ("small", "small_aug", "cifar", "raw255", *GREY):
+        return None
+    if base == "raw255":
+        return BatchTransform(size=image_size, scale=False)
+    crop, pad = None, 0
+    if train and base == "small_aug" and image_size:
+        crop, pad = image_size, 2
+    if train and base == "cifar":
+        crop, pad = 32, 4
+    stats = CIFAR if base == "cifar" else GREY.get(base, HALF)
+    mean, std = _stats(stats, channels)
+    flip = train and base in ("small_aug", "cifar") and not name.endswith("_noflip")
+    return BatchTransform(size=image_size, crop=crop, pad=pad, flip=flip,
+                          mean=tuple(mean), std=tuple(std))

@@ -1,7 +1,8 @@
-"""Seeding and device selection."""
+"""Seeding, determinism and device selection; the RNG states a checkpoint holds."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -9,15 +10,31 @@ import torch
 
 from dmlkit.errors import ConfigError
 
+CUBLAS_WORKSPACE = ":4096:8"  # cuBLAS's documented setting for deterministic results
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; with ``deterministic`` use deterministic kernels."""
+
+
+def seed_everything(seed: int, deterministic: bool | None = True,
+                    device: torch.device | str | None = None) -> None:
+    """Seed Python, NumPy and torch, and choose the kernels (docs/distributed.md).
+
+    ``deterministic`` None (``train.deterministic`` unset): True on the CPU, False on CUDA.
+    True on the CPU: deterministic algorithms, warning where an op has none. True on CUDA:
+    strictly deterministic (an op without a deterministic kernel raises, naming it), with
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set when unset (cuBLAS needs it) and cudnn.benchmark
+    off. False on CUDA: cudnn.benchmark on (the fastest convolution kernels, not bitwise
+    reproducible).
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    cuda = _is_cuda(device)
+    if deterministic is None:
+        deterministic = not cuda
+    if deterministic and cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(deterministic, warn_only=not cuda)
+    torch.backends.cudnn.benchmark = cuda and not deterministic
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,24 +57,43 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def rng_state() -> dict:
-    """The global RNG states: torch CPU (and CUDA), NumPy, Python ``random``."""
+def _is_cuda(device: torch.device | str | None) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def cuda_rng_state(device: torch.device | str | None) -> torch.Tensor | None:
+    """The CUDA generator state of ``device`` (None for a CPU device)."""
+    return torch.cuda.get_rng_state(device) if _is_cuda(device) else None
+
+
+def rng_state(cuda_ranks: list | None = None, device: torch.device | str | None = None) -> dict:
+    """The global RNG states: torch CPU, NumPy, Python ``random`` and, per rank, the CUDA
+    generator of the rank's own training device (``cuda_ranks[r]``; default: ``device``'s)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    if cuda_ranks is None:
+        cuda_ranks = [cuda_rng_state(device)]
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda_ranks": [s for s in cuda_ranks if s is not None],
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
                   "has_gauss": has_gauss, "gauss": gauss},
         "python": random.getstate(),
     }
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` returned (CUDA only when the device count matches)."""
+def set_rng_state(state: dict, rank: int = 0, device: torch.device | str | None = None) -> None:
+    """Restore what `rng_state` returned; CUDA ``device`` gets ``cuda_ranks[rank]`` (kept as
+    seeded where the state has no entry for ``rank``: resumed on more ranks). Checkpoints
+    before per-rank states hold ``cuda``, every device's state of rank 0: restored only in a
+    single process with as many devices."""
     torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    ranks = state.get("cuda_ranks")
+    if _is_cuda(device) and ranks and rank < len(ranks):
+        torch.cuda.set_rng_state(ranks[rank], device)
+    old = state.get("cuda") or []
+    if (ranks is None and old and rank == 0 and torch.cuda.is_available()
+            and len(old) == torch.cuda.device_count()):
+        torch.cuda.set_rng_state_all(old)
     if "numpy" in state:
         n = state["numpy"]
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ def train(cfg: Config | None, resume: Path | None = None, console: Console | Non
         cfg = cfg or resumed_config(Path(resume))
     elif cfg is None:
         raise ConfigError("train needs a config or a run directory to resume")
+    check_ranks(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     if process_group.launched():
         place, device = distributed.init_from_env(cfg.train.device)
     else:
@@ -118,6 +120,19 @@ def train(cfg: Config | None, resume: Path | None = None, console: Console | Non
     return run
 
 
+def check_ranks(cfg: Config, world_size: int) -> None:
+    """Refuse what would silently go wrong on ``world_size`` ranks (called before launching
+    them): BatchNorm without SyncBatchNorm on several CUDA ranks keeps per-rank statistics,
+    of which only rank 0's are saved."""
+    cuda = resolve_device(cfg.train.device).type == "cuda"
+    if world_size > 1 and cuda and not cfg.train.sync_bn and not cfg.model.freeze_bn:
+        raise ConfigError(
+            f"train.sync_bn=false on {world_size} CUDA ranks: each rank would keep its own "
+            "BatchNorm statistics and only rank 0's are saved; set train.sync_bn=true or "
+            "model.freeze_bn=true"
+        )
+
+
 def _mark(run: RunDir, is_main: bool, state, message: str = "") -> None:
     """Record the run's state (rank 0 writes)."""
     if is_main:
@@ -127,7 +142,7 @@ def _mark(run: RunDir, is_main: bool, state, message: str = "") -> None:
 def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
     """Data, method and model of ``cfg`` as every run starts: seeded, the model at its
     initial weights (the same RNG draws in the same order, so the same weights)."""
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    seed_everything(cfg.train.seed, cfg.train.deterministic, resolve_device(cfg.train.device))
     data = build_data(cfg.data, cfg.train.seed)
     method = build_method(cfg, data.splits.train.classes)
     model = build_model(cfg.model, data.in_channels, **method_heads(cfg))

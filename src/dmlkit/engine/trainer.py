@@ -36,11 +36,12 @@ from dmlkit.base.files import first_line, save_weights
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
+from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
 from dmlkit.engine.precision import training_view
 from dmlkit.engine.run_report import write_run_report
-from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
+from dmlkit.engine.seed import cuda_rng_state, rng_state, seed_everything, set_rng_state
 from dmlkit.engine.tracking.tracker import Tracker
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
@@ -190,6 +191,8 @@ class Trainer:
         self.bad_epochs = 0
         self.results: dict = {}
         self._rng: dict | None = None  # RNG state to restore when the loop continues (resume)
+        self._sums: dict[str, torch.Tensor] = {}  # the epoch's loss sums, on the device
+        self._unread = False  # _sums changed since _read_sums
 
     def warn(self, message: str) -> None:
         """One line on the console."""
@@ -197,7 +200,10 @@ class Trainer:
                            soft_wrap=True)
 
     # ----------------------------------------------------------------- checkpoints
-    def state(self) -> dict:
+    def state(self, rng: dict | None = None) -> dict:
+        """Everything a checkpoint holds besides the weights (``rng``: default this
+        process's RNG states)."""
+        self._read_sums()
         return {
             "epoch": self.epoch,
             "batch": self.batch,
@@ -210,7 +216,7 @@ class Trainer:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
-            "rng": rng_state(),
+            "rng": rng or rng_state(device=self.device),
             "results": dict(self.results),
         }
 
@@ -221,10 +227,12 @@ class Trainer:
         failed write (full disk) raises CheckpointError; the previous pair stays intact.
         """
         outcome: tuple[str, str] = ("ok", "")
+        # each rank's CUDA generator (its own device; the other RNGs are the same on all ranks)
+        rng = rng_state(process_group.all_objects(cuda_rng_state(self.device)))
         if self.dist.is_main:
             try:
-                path = self.checkpoints.save(self.model.state_dict(), self.state(), self.epoch,
-                                             self.batch)
+                path = self.checkpoints.save(self.model.state_dict(), self.state(rng),
+                                             self.epoch, self.batch)
                 self.checkpoints.prune(self.cfg.train.keep_checkpoints)
                 outcome = ("ok", str(path))
             except WriteError as e:
@@ -293,14 +301,20 @@ class Trainer:
 
     def _restore_rng(self) -> None:
         if self._rng is not None:
-            set_rng_state(self._rng)
+            set_rng_state(self._rng, self.dist.rank, self.device)
             self._rng = None
 
     # ----------------------------------------------------------------- loop
-    def _loaders(self) -> dict[str, DataLoader]:
+    def _loaders(self) -> dict[str, DataLoader | DeviceBatches]:
+        """One loader per stream: batches built on the device for a batched in-memory dataset
+        (random draws a function of the position), else a DataLoader."""
         loaders = {}
-        for name, sampler in self.samplers.items():
+        for stream, (name, sampler) in enumerate(self.samplers.items()):
             sampler.set_epoch(self.epoch, self.batch)
+            if self.data.train.batched:
+                loaders[name] = DeviceBatches(self.data.train, sampler, self.device,
+                                              self.cfg.train.seed, stream)
+                continue
             loaders[name] = DataLoader(
                 self.data.stream(name), batch_sampler=sampler,
                 num_workers=self.cfg.data.num_workers,
@@ -322,6 +336,9 @@ class Trainer:
         task = progress.add_task(f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
                                  total=n_iter, completed=self.batch, info="")
         cur, every = self.current, self.cfg.train.checkpoint_every
+        self._sums = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
+                      for k, v in cur["sums"].items()}
+        log_every = self.cfg.train.log_every
         t0 = time.perf_counter() - cur["seconds"]
         for it, streams in enumerate(_drawn(iterators), start=self.batch):
             batches = {
@@ -333,10 +350,14 @@ class Trainer:
                 self._step(losses, batches, it)
             self.batch, self.iteration = it + 1, self.iteration + 1
             cur["seconds"] = time.perf_counter() - t0
-            mean = cur["sums"].get("loss", math.nan) / max(cur["steps"], 1)
-            progress.update(task, advance=1, info=f"loss {mean:.4f}  "
-                            f"{cur['images'] / max(cur['seconds'], 1e-9):.0f} img/s")
-            if stop is not None and self._stop_requested(stop):
+            progress.update(task, advance=1)
+            if self.batch % log_every == 0 or self.batch == n_iter:  # one device read
+                mean = self._read_sums().get("loss", math.nan) / max(cur["steps"], 1)
+                progress.update(task, info=f"loss {mean:.4f}  "
+                                f"{cur['images'] / max(cur['seconds'], 1e-9):.0f} img/s")
+            # several ranks agree on a stop through an all-reduce: once per log interval
+            poll = not self.dist.active or self.batch % log_every == 0 or self.batch == n_iter
+            if stop is not None and poll and self._stop_requested(stop):
                 self.save_checkpoint()
                 raise self._interrupted(stop)
             if every and self.iteration % every == 0 and self.batch < n_iter:
@@ -344,7 +365,7 @@ class Trainer:
         if cur["skipped"] and not cur["steps"]:
             raise TrainingError(f"every step of epoch {self.epoch + 1} had a non-finite loss or "
                                 f"gradient; last good checkpoint: {self.last_checkpoint}")
-        out = {f"train_{k}": v / max(cur["steps"], 1) for k, v in cur["sums"].items()}
+        out = {f"train_{k}": v / max(cur["steps"], 1) for k, v in self._read_sums().items()}
         out["train_seconds"] = cur["seconds"]
         out["train_img_per_s"] = cur["images"] / max(cur["seconds"], 1e-9)
         if self.cfg.train.skip_nonfinite:
@@ -356,49 +377,71 @@ class Trainer:
     def _step(self, losses: dict[str, torch.Tensor], batches: dict, it: int) -> None:
         """One optimizer step on ``losses["loss"]``, unless it or a gradient is non-finite.
 
-        Gradients are averaged over ranks before the check. With fp16 a non-finite gradient is
-        the gradient scaler's overflow: the scaler skips the step and lowers its scale.
+        Gradients are averaged over ranks before the check, which reads the device once: one
+        isfinite over the loss and the gradients' norms (a norm past the float32 range counts
+        as non-finite). With fp16 the loss is checked before backward, and a non-finite
+        gradient is the gradient scaler's overflow: the scaler skips the step and lowers its
+        scale.
         """
         loss = losses["loss"]
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.optimizer.zero_grad(set_to_none=True)
-        bad = None if torch.isfinite(loss) else "loss"
-        if bad is None:
-            self.scaler.scale(loss).backward()
-            process_group.average_gradients(params)
-            if self.scaler.is_enabled():
-                self.scaler.unscale_(self.optimizer)
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
-                if self.scaler.is_enabled():
-                    self.scaler.step(self.optimizer)  # skipped: inf found while unscaling
-                    self.scaler.update()
-                    self.current["overflows"] += 1
-                    return
-                bad = "gradient"
-        if bad is not None:
-            where = f"epoch {self.epoch + 1}, iteration {it + 1}"
-            if not self.cfg.train.skip_nonfinite:
-                idx = sorted({int(i) for b in batches.values() for i in b[2]})
-                more = f" and {len(idx) - 20} more" if len(idx) > 20 else ""
-                raise TrainingError(
-                    f"non-finite {bad} at {where} (batch samples {idx[:20]}{more}); last good "
-                    f"checkpoint: {self.last_checkpoint or 'none yet'}; lower optim.lr or set "
-                    "train.skip_nonfinite=true"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.current["skipped"] += 1
-            self.skipped.append([self.epoch + 1, it + 1])
-            self.warn(f"skipped a step with a non-finite {bad} at {where}")
+        fp16 = self.scaler.is_enabled()
+        if fp16 and not torch.isfinite(loss):
+            self._skip("loss", batches, it)
+            return
+        self.scaler.scale(loss).backward()
+        process_group.average_gradients(params)
+        if fp16:
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in params if p.grad is not None]
+        checked = loss.detach().float().reshape(1)
+        if grads:
+            checked = torch.cat([checked, torch.stack(torch._foreach_norm(grads)).float()])
+        if not bool(torch.isfinite(checked).all()):
+            if fp16:
+                self.scaler.step(self.optimizer)  # skipped: inf found while unscaling
+                self.scaler.update()
+                self.current["overflows"] += 1
+                return
+            self._skip("gradient" if bool(torch.isfinite(loss)) else "loss", batches, it)
             return
         if self.cfg.optim.grad_clip_value is not None:
             torch.nn.utils.clip_grad_value_(params, self.cfg.optim.grad_clip_value)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.current["steps"] += 1
-        sums = self.current["sums"]
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        for k, v in losses.items():  # float64 running sums on the device, read by _read_sums
+            total = self._sums.get(k)
+            value = v.detach().to(torch.float64)
+            self._sums[k] = value if total is None else total + value
+        self._unread = True
+
+    def _skip(self, bad: str, batches: dict, it: int) -> None:
+        """A non-finite ``bad`` ("loss" or "gradient"): raise, or skip the step and count it."""
+        where = f"epoch {self.epoch + 1}, iteration {it + 1}"
+        if not self.cfg.train.skip_nonfinite:
+            idx = sorted({int(i) for b in batches.values() for i in b[2]})
+            more = f" and {len(idx) - 20} more" if len(idx) > 20 else ""
+            raise TrainingError(
+                f"non-finite {bad} at {where} (batch samples {idx[:20]}{more}); last good "
+                f"checkpoint: {self.last_checkpoint or 'none yet'}; lower optim.lr or set "
+                "train.skip_nonfinite=true"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.current["skipped"] += 1
+        self.skipped.append([self.epoch + 1, it + 1])
+        self.warn(f"skipped a step with a non-finite {bad} at {where}")
+
+    def _read_sums(self) -> dict[str, float]:
+        """The epoch's loss sums, read from the device (one transfer). They are summed there
+        in float64 in step order from the epoch's start (or resumed position), so the values
+        do not depend on when they are read."""
+        if self._unread:
+            values = torch.stack(list(self._sums.values())).tolist()
+            self.current["sums"] = dict(zip(self._sums, values, strict=True))
+            self._unread = False
+        return self.current["sums"]
 
     @staticmethod
     def _stop_requested(stop: StopOnSignal) -> bool:
@@ -441,14 +484,16 @@ class Trainer:
         cfg = self.cfg
         if tracker.loggers:
             tracker.log_epochs(self.run.metrics_rows())  # what a crash kept from the trackers
-        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        seed_everything(cfg.train.seed, cfg.train.deterministic, self.device)
         if not self.dist.is_main:
             process_group.barrier()  # rank 0 prepares first (e.g. trains and caches a master)
         self.method.prepare(self.model, self.data, self.run.path, self.device)
         if self.dist.active:
             if self.dist.is_main:
                 process_group.barrier()
-            set_rng_state(process_group.broadcast_object(rng_state()))  # ranks draw alike
+            # ranks draw alike: every rank takes rank 0's states (its CUDA device's included)
+            set_rng_state(process_group.broadcast_object(rng_state(device=self.device)), 0,
+                          self.device)
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device)

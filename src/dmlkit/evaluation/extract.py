@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -21,19 +23,34 @@ def extract_embeddings(
     """(embeddings, labels) of every sample, in dataset order, on the CPU.
 
     ``train_mode=True`` reproduces Guided DML's official extraction (BatchNorm in training
-    mode, using batch statistics); the default is eval mode.
+    mode, using batch statistics); the default is eval mode. A batched in-memory dataset (or a
+    Subset of one) is transformed batch-wise on ``device`` (`ImageDataset.batch`), no DataLoader.
     """
     was_training = model.training
     model.train(train_mode)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     embs, labels = [], []
     try:
-        for images, y, _ in loader:
+        for images, y, _ in _batches(dataset, batch_size, device, num_workers):
             embs.append(model(images.to(device)).float().cpu())
-            labels.append(y)
+            labels.append(y.cpu())
     finally:
         model.train(was_training)
     return torch.cat(embs), torch.cat(labels)
+
+
+def _batches(dataset: Dataset, batch_size: int, device: torch.device | str,
+             num_workers: int) -> Iterator[tuple]:
+    """Consecutive batches of ``dataset``: on the device for a batched one, else a DataLoader."""
+    base, index = dataset, None
+    if isinstance(dataset, Subset):
+        base, index = dataset.dataset, torch.as_tensor(dataset.indices, dtype=torch.long)
+    if not getattr(base, "batched", False) or base.batch_transform.random:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                              num_workers=num_workers)
+        return
+    index = torch.arange(len(base)) if index is None else index
+    for chunk in index.split(batch_size):
+        yield base.batch(chunk, device)
 
 
 def extract_sharded(

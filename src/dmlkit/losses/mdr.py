@@ -82,19 +82,18 @@ class MDRRegularizer(BaseRegularizer):
 
     @torch.no_grad()
     def _update_statistics(self, dist: Tensor) -> tuple[Tensor, Tensor]:
-        """Batch mean/std of D, folded into the moving averages in training mode."""
+        """Batch mean/std of D, folded into the moving averages in training mode (selected
+        with ``torch.where`` on the ``initialized`` flag: no read of the device)."""
         values = dist.flatten() if self.include_diagonal else _off_diagonal(dist)
         mu_b = values.mean().to(self.mu.dtype)
         sigma_b = values.std().to(self.sigma.dtype)
+        init = self.initialized
         if not self.training:
-            return (self.mu, self.sigma) if bool(self.initialized) else (mu_b, sigma_b)
-        if bool(self.initialized):
-            self.mu.mul_(self.momentum).add_((1.0 - self.momentum) * mu_b)
-            self.sigma.mul_(self.momentum).add_((1.0 - self.momentum) * sigma_b)
-        else:
-            self.mu.copy_(mu_b)
-            self.sigma.copy_(sigma_b)
-            self.initialized.fill_(True)
+            return torch.where(init, self.mu, mu_b), torch.where(init, self.sigma, sigma_b)
+        m = self.momentum
+        self.mu.copy_(torch.where(init, self.mu * m + (1.0 - m) * mu_b, mu_b))
+        self.sigma.copy_(torch.where(init, self.sigma * m + (1.0 - m) * sigma_b, sigma_b))
+        self.initialized.fill_(True)
         return self.mu, self.sigma
 
     def _loss(self, x: Tensor) -> Tensor:
@@ -120,6 +119,8 @@ class MDRRegularizer(BaseRegularizer):
 
 
 def _off_diagonal(matrix: Tensor) -> Tensor:
-    """The N(N-1) entries with i != j, row-major."""
-    eye = torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)
-    return matrix[~eye]
+    """The N(N-1) entries with i != j, row-major. Without the first entry, the flat matrix is
+    N-1 rows of N+1 entries each ending on a diagonal entry: drop that column (a view, no
+    data-dependent shape)."""
+    n = matrix.shape[0]
+    return matrix.flatten()[1:].view(n - 1, n + 1)[:, :-1].flatten()
