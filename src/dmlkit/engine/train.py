@@ -17,6 +17,7 @@ from dmlkit.errors import CheckpointError
 from dmlkit.methods.base import Method
 from dmlkit.methods.build import build_method
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
+from dmlkit.progress import phase
 
 
 def train(cfg: Config, resume: Path | None = None, console: Console | None = None) -> RunDir:
@@ -55,9 +56,11 @@ def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
     """Data, method and model of ``cfg`` as every run starts: seeded, the model at its
     initial weights (the same RNG draws in the same order, so the same weights)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    data = build_data(cfg.data, cfg.train.seed)
-    method = build_method(cfg, data.splits.train.classes)
-    model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    with phase(f"loading data ({cfg.data.name})"):
+        data = build_data(cfg.data, cfg.train.seed)
+    with phase(f"building the model ({cfg.model.backbone})"):
+        method = build_method(cfg, data.splits.train.classes)
+        model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
     return data, method, model
 
 

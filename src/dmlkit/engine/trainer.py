@@ -46,8 +46,9 @@ from dmlkit.engine.run_dir import RunDir
 from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
-from dmlkit.evaluation.extract import extract_sharded
+from dmlkit.evaluation.extract import extract_sharded, shard_size
 from dmlkit.methods.base import Method
+from dmlkit.progress import bar, phase
 from dmlkit.protocol.run_report import write_run_report
 
 PRIMARY = "map_at_r"
@@ -101,28 +102,31 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
 
 
 def evaluate_model(
-    model: nn.Module, data: EvalData, cfg: Config, device: torch.device
+    model: nn.Module, data: EvalData, cfg: Config, device: torch.device,
+    describe: str | None = None,
 ) -> dict[str, float]:
     """Embed the query (and reference) set and compute every metric from one ranking.
 
     Under torch.distributed each rank embeds a block of samples, rank 0 computes the metrics
-    and every rank returns them.
+    and every rank returns them. ``describe`` (e.g. "final evaluation") shows the evaluation on
+    stderr: a bar over the embedded images, then the metric computation.
     """
     e = cfg.eval
-    train_mode = e.bn_train_mode
-    q, ql = extract_sharded(model, data.query, e.batch_size, device, cfg.data.num_workers,
-                            train_mode)
-    r = rl = None
-    if data.reference is not None:
-        r, rl = extract_sharded(model, data.reference, e.batch_size, device,
-                                cfg.data.num_workers, train_mode)
+    sets = [data.query] if data.reference is None else [data.query, data.reference]
+    show = describe is not None
+    total = sum(shard_size(len(s)) for s in sets)
+    with bar(f"{describe}: embedding", total, show) as advance:
+        (q, ql), *ref = [extract_sharded(model, s, e.batch_size, device, cfg.data.num_workers,
+                                         e.bn_train_mode, advance) for s in sets]
+    r, rl = ref[0] if ref else (None, None)
     metrics = ["precision_at_1", "recall_at_k", "r_precision", "map_at_r"]
     if e.nmi:
         metrics += ["nmi", "ami"]
     result = None
     if distributed.info().is_main:
-        result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
-                          distance=e.distance, normalize=e.normalize)
+        with phase(f"{describe}: metrics", show):
+            result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
+                              distance=e.distance, normalize=e.normalize)
     return distributed.broadcast_object(result)
 
 
@@ -423,7 +427,7 @@ class Trainer:
             set_rng_state(distributed.broadcast_object(rng_state()))  # ranks draw alike
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
-                                                       self.device)
+                                                       self.device, "untrained evaluation")
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
         with StopOnSignal() as stop, Progress(*columns, console=self.console,
@@ -444,13 +448,14 @@ class Trainer:
                     self.console.print(f"early stop after epoch {self.epoch}")
         if self.dist.is_main:
             save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
-        self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device)
+        self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device,
+                                               "final evaluation")
         retrieval = self.model.retrieval
         try:  # other embeddings the method offers (e.g. Sharing Matters' shared head)
             for name, spec in self.method.retrieval_variants().items():
                 self.model.retrieval = spec
-                self.results[f"final_{name}"] = evaluate_model(self.model, self.data.test, cfg,
-                                                               self.device)
+                self.results[f"final_{name}"] = evaluate_model(
+                    self.model, self.data.test, cfg, self.device, f"final evaluation ({name})")
         finally:
             self.model.retrieval = retrieval
         self.results["epochs_trained"] = self.epoch
@@ -460,7 +465,8 @@ class Trainer:
         self.results["method"] = self.method.summary()
         if self.dist.is_main:
             self.run.write_json("metrics.json", self.results)
-            write_run_report(self.run.path)
+            with phase("writing the report"):
+                write_run_report(self.run.path)
         distributed.barrier()  # the run directory is complete before any rank returns
         return self.results
 

@@ -73,7 +73,8 @@ class LoadedRun:
 
     def evaluate_test(self) -> dict[str, float]:
         device = resolve_device(self.cfg.train.device)
-        return evaluate_model(self.model.to(device), self.data.test, self.cfg, device)
+        return evaluate_model(self.model.to(device), self.data.test, self.cfg, device,
+                              "test evaluation")
 
 
 def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
