@@ -81,3 +81,15 @@ def test_an_existing_run_is_never_reused(tmp_path):
     second = train(smoke(tmp_path, "run.name=same", "train.epochs=1"))
     assert first.path.name == "same" and second.path.name == "same-2"
     assert len((first.path / "metrics.csv").read_text().splitlines()) == 2
+
+
+def test_every_phase_announces_itself_on_stderr(tmp_path, capsys):
+    train(smoke(tmp_path, "run.name=a", "train.epochs=1"))
+    out, err = capsys.readouterr()
+    phases = ["loading data (digits) ...", "building the model (small_cnn) ...",
+              "untrained evaluation: embedding (225) ...", "untrained evaluation: metrics ...",
+              "final evaluation: embedding (225) ...", "final evaluation: metrics ...",
+              "writing the report ..."]
+    assert [line for line in err.splitlines() if line.endswith("...")] == phases
+    assert "\r" not in err and "\x1b" not in err  # stderr is no terminal here: plain lines
+    assert not any(p in out for p in phases)  # progress never goes to stdout

@@ -225,7 +225,7 @@ def _cached_decode(paths: list[Path], folder: Path, cache_dir: Path, workers: in
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
     images = decode_images(paths, workers,
-                           f"decoding {len(paths)} CIFAR-10 JPEGs once into the cache {cache}")
+                           f"decoding the CIFAR-10 JPEGs once into the cache {cache}")
     try:
         buf = io.BytesIO()
         np.save(buf, images)

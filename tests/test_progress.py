@@ -1,0 +1,53 @@
+import io
+import time
+
+import pytest
+from rich.console import Console
+
+from dmlkit import progress
+from dmlkit.progress import bar, phase
+
+
+def test_off_a_terminal_each_phase_is_one_plain_line(capsys):
+    with phase("loading data"):
+        pass
+    with bar("embedding", 1000) as advance:
+        for _ in range(1000):
+            advance(1)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "loading data ...\nembedding (1000) ...\n"
+
+
+def test_ranks_other_than_0_and_disabled_phases_stay_silent(capsys, monkeypatch):
+    with phase("off", enabled=False), bar("off", 3, enabled=False) as advance:
+        advance(3)
+    monkeypatch.setenv("RANK", "1")
+    with phase("rank 1"), bar("rank 1", 3) as advance:
+        advance(3)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_on_a_terminal_a_live_display_then_one_line_with_the_duration(monkeypatch):
+    term = io.StringIO()
+    monkeypatch.setattr(progress, "_console", Console(file=term, force_terminal=True,
+                                                      width=80))
+    with bar("decoding", 4) as advance:
+        for _ in range(4):
+            advance(1)
+            time.sleep(0.01)
+    with phase("writing the report"):
+        pass
+    text = term.getvalue()
+    assert "\x1b[" in text  # cursor control: the live bar and spinner
+    lines = [line for line in text.split("\n") if "done in" in line]
+    assert len(lines) == 2 and "decoding: done in" in lines[0]
+    assert "writing the report: done in" in lines[1]
+
+
+def test_a_failing_phase_does_not_claim_to_be_done(monkeypatch):
+    term = io.StringIO()
+    monkeypatch.setattr(progress, "_console", Console(file=term, force_terminal=True))
+    with pytest.raises(ValueError), phase("loading data"):
+        raise ValueError("broken")
+    assert "done in" not in term.getvalue()
