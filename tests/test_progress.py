@@ -5,7 +5,7 @@ import pytest
 from rich.console import Console
 
 from dmlkit import progress
-from dmlkit.progress import bar, phase
+from dmlkit.progress import bar, live_bars, phase, plain
 
 
 def test_off_a_terminal_each_phase_is_one_plain_line(capsys):
@@ -32,6 +32,7 @@ def test_on_a_terminal_a_live_display_then_one_line_with_the_duration(monkeypatc
     term = io.StringIO()
     monkeypatch.setattr(progress, "_console", Console(file=term, force_terminal=True,
                                                       width=80))
+    monkeypatch.setattr(progress, "MIN_SECONDS", 0.0)
     with bar("decoding", 4) as advance:
         for _ in range(4):
             advance(1)
@@ -48,6 +49,28 @@ def test_on_a_terminal_a_live_display_then_one_line_with_the_duration(monkeypatc
 def test_a_failing_phase_does_not_claim_to_be_done(monkeypatch):
     term = io.StringIO()
     monkeypatch.setattr(progress, "_console", Console(file=term, force_terminal=True))
+    monkeypatch.setattr(progress, "MIN_SECONDS", 0.0)
     with pytest.raises(ValueError), phase("loading data"):
         raise ValueError("broken")
     assert "done in" not in term.getvalue()
+
+
+def test_on_a_terminal_quick_phases_leave_no_line(monkeypatch):
+    term = io.StringIO()
+    monkeypatch.setattr(progress, "_console", Console(file=term, force_terminal=True))
+    with phase("building the model"):
+        pass
+    assert "done in" not in term.getvalue()
+
+
+def test_epoch_bars_live_on_a_terminal_plain_lines_elsewhere(capsys, monkeypatch):
+    with live_bars() as bars:
+        bars.add_task("epoch 1/1", total=3)
+    plain("epoch 1/1: loss 0.1")
+    assert capsys.readouterr() == ("", "epoch 1/1: loss 0.1\n")
+    term = io.StringIO()
+    monkeypatch.setattr(progress, "_console", Console(file=term, force_terminal=True))
+    with live_bars() as bars:
+        bars.add_task("epoch 1/1", total=3, completed=3)
+    plain("not shown: the bar stays on a terminal")
+    assert "epoch 1/1" in term.getvalue() and "not shown" not in term.getvalue()

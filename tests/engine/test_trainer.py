@@ -88,8 +88,14 @@ def test_every_phase_announces_itself_on_stderr(tmp_path, capsys):
     out, err = capsys.readouterr()
     phases = ["loading data (digits) ...", "building the model (small_cnn) ...",
               "untrained evaluation: embedding (225) ...", "untrained evaluation: metrics ...",
+              "epoch 1/1: loss",
+              "validation after epoch 1: embedding (273) ...",
+              "validation after epoch 1: metrics ...",
               "final evaluation: embedding (225) ...", "final evaluation: metrics ...",
               "writing the report ..."]
-    assert [line for line in err.splitlines() if line.endswith("...")] == phases
+    lines = err.splitlines()
+    assert len(lines) == len(phases)
+    for line, expected in zip(lines, phases, strict=True):
+        assert line.startswith(expected.removesuffix("..."))
     assert "\r" not in err and "\x1b" not in err  # stderr is no terminal here: plain lines
     assert not any(p in out for p in phases)  # progress never goes to stdout

@@ -48,7 +48,7 @@ from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingErr
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_sharded, shard_size
 from dmlkit.methods.base import Method
-from dmlkit.progress import bar, phase
+from dmlkit.progress import bar, live_bars, phase, plain
 from dmlkit.protocol.run_report import write_run_report
 
 PRIMARY = "map_at_r"
@@ -430,10 +430,12 @@ class Trainer:
                                                        self.device, "untrained evaluation")
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-        with StopOnSignal() as stop, Progress(*columns, console=self.console,
-                                              transient=False) as progress:
+        with StopOnSignal() as stop, live_bars(*columns) as progress:
             while self.epoch < cfg.train.epochs and not self._early_stopped():
                 row = {"epoch": self.epoch + 1, **self.train_epoch(progress, stop)}
+                plain(f"epoch {self.epoch + 1}/{cfg.train.epochs}: loss "
+                      f"{row.get('train_loss', math.nan):.4f}, {row['train_img_per_s']:.0f} "
+                      f"img/s, {row['train_seconds']:.1f} s")
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
                 row.update({f"method_{k}": v for k, v in self.method.logs().items()})
                 self.epoch, self.batch = self.epoch + 1, 0
@@ -474,7 +476,8 @@ class Trainer:
         cfg = self.cfg.train
         if self.data.val is None or not cfg.eval_every or self.epoch % cfg.eval_every:
             return
-        val = evaluate_model(self.model, self.data.val, self.cfg, self.device)
+        val = evaluate_model(self.model, self.data.val, self.cfg, self.device,
+                             f"validation after epoch {self.epoch}")
         row.update({f"val_{k}": v for k, v in val.items()})
         score = val.get(PRIMARY, float("nan"))
         if np.isfinite(score) and score > self.best:
