@@ -20,6 +20,7 @@ from dmlkit.engine.train import method_heads
 from dmlkit.engine.trainer import evaluate_model
 from dmlkit.errors import CheckpointError
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
+from dmlkit.progress import phase
 from dmlkit.serve.embed import Images, embed_images
 
 
@@ -37,7 +38,8 @@ class LoadedRun:
     @property
     def data(self) -> DataBundle:
         if self._data is None:
-            self._data = build_data(self.cfg.data, self.cfg.train.seed)
+            with phase(f"loading data ({self.cfg.data.name})"):
+                self._data = build_data(self.cfg.data, self.cfg.train.seed)
         return self._data
 
     @property
