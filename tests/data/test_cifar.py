@@ -217,3 +217,21 @@ def test_shared_cifar10_jpeg():
     for split, n in (("train", 5000), ("test", 1000)):
         counts = {c: len(files) for c, files in scan_classes(folder / split).items()}
         assert counts == dict.fromkeys(CIFAR10_NAMES, n)
+
+
+def test_jpeg_cache_announced_once_and_moved_by_env(tmp_path, monkeypatch, capsys):
+    """The unpacking and the decoding say where the cache goes, once; DMLKIT_CACHE_DIR moves
+    the default cache folder."""
+    archive = tar_gz(_jpeg_folder(tmp_path / "jpeg"), tmp_path / "cifar10-jpeg.tar.gz")
+    cache = tmp_path / "elsewhere"
+    monkeypatch.setenv(cifar.CACHE_ENV, str(cache))
+    load_cifar10_jpeg(archive)
+    (extracted,) = cache.glob("cifar10-jpeg-*")
+    (decoded,) = extracted.glob(".dmlkit-decoded-*.npy")
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"unpacking {archive} into {extracted} (once) ...",
+        f"decoding the CIFAR-10 JPEGs once into the cache {decoded} (12) ...",
+    ]
+    load_cifar10_jpeg(archive)
+    assert capsys.readouterr().err == ""

@@ -134,3 +134,21 @@ def test_eval_batch_divisor_sets_the_extraction_batch(tmp_path, monkeypatch):
     sizes.clear()
     trainer_mod.evaluate_model(model, data.test, smoke(tmp_path), torch.device("cpu"))
     assert all(batch == 512 for _, batch in sizes)
+
+
+def test_every_phase_announces_itself_on_stderr(tmp_path, capsys):
+    train(smoke(tmp_path, "run.name=a", "train.epochs=1"))
+    out, err = capsys.readouterr()
+    phases = ["loading data (digits) ...", "building the model (small_cnn) ...",
+              "untrained evaluation: embedding (225) ...", "untrained evaluation: metrics ...",
+              "epoch 1/1: loss",
+              "validation after epoch 1: embedding (273) ...",
+              "validation after epoch 1: metrics ...",
+              "final evaluation: embedding (225) ...", "final evaluation: metrics ...",
+              "writing the report ..."]
+    lines = err.splitlines()
+    assert len(lines) == len(phases)
+    for line, expected in zip(lines, phases, strict=True):
+        assert line.startswith(expected.removesuffix("..."))
+    assert "\r" not in err and "\x1b" not in err  # stderr is no terminal here: plain lines
+    assert not any(p in out for p in phases)  # progress never goes to stdout

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dmlkit.base.atomic_write import atomic_write_bytes
+from dmlkit.base.progress import bar, phase
 from dmlkit.data.catalog import SPLITS, Catalog
 from dmlkit.data.download import file_digest, safe_extract
 from dmlkit.data.folder import load_folder
@@ -38,6 +39,7 @@ SOURCES = {
                  "eb9058c3a382ffc7106e4002c42a8d85"),
 }
 JPEG_ENV = "DMLKIT_CIFAR10_JPEG"
+CACHE_ENV = "DMLKIT_CACHE_DIR"
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -143,10 +145,12 @@ def load_cifar100(root: str | Path | None = None, download: bool = False) -> Cat
     )
 
 
-def decode_images(paths: list[Path], workers: int | None = None) -> np.ndarray:
+def decode_images(paths: list[Path], workers: int | None = None,
+                  describe: str | None = None) -> np.ndarray:
     """Decode image files (in a thread pool) into one uint8 N x H x W x 3 RGB array.
 
-    Every image must have the size of the first; errors name the offending file.
+    Every image must have the size of the first; errors name the offending file. ``describe``
+    shows a progress bar over the images on stderr.
     """
     from PIL import Image
 
@@ -169,8 +173,10 @@ def decode_images(paths: list[Path], workers: int | None = None) -> np.ndarray:
             )
         out[i] = a
 
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
-        list(pool.map(fill, range(len(paths))))
+    with ThreadPoolExecutor(workers or default_workers()) as pool, \
+            bar(describe or "", len(paths), describe is not None) as advance:
+        for _ in pool.map(fill, range(len(paths))):
+            advance(1)
     return out
 
 
@@ -191,7 +197,8 @@ def _extracted(source: Path, cache_dir: Path) -> Path:
     except OSError as e:
         raise DataError(f"{failed}: {e}") from e
     try:
-        safe_extract(source, tmp)
+        with phase(f"unpacking {source} into {target} (once)"):
+            safe_extract(source, tmp)
         tmp.chmod(0o755)
         tmp.rename(target)
     except OSError as e:
@@ -217,7 +224,8 @@ def _cached_decode(paths: list[Path], folder: Path, cache_dir: Path, workers: in
                 return images
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
-    images = decode_images(paths, workers)
+    images = decode_images(paths, workers,
+                           f"decoding the CIFAR-10 JPEGs once into the cache {cache}")
     try:
         buf = io.BytesIO()
         np.save(buf, images)
@@ -237,7 +245,8 @@ def load_cifar10_jpeg(
     """CIFAR-10 from an image-folder copy, decoded into uint8 N x 32 x 32 x 3.
 
     ``root`` (or the environment variable ``DMLKIT_CIFAR10_JPEG``) is the folder or a
-    ``.tar.gz`` of it, unpacked into ``cache_dir`` (default ``~/.cache/dmlkit``).
+    ``.tar.gz`` of it, unpacked into ``cache_dir`` (default: the environment variable
+    ``DMLKIT_CACHE_DIR``, else ``~/.cache/dmlkit``).
     ``max_per_class`` keeps the first images (sorted names) of each class in each split.
     """
     if download:
@@ -252,7 +261,8 @@ def load_cifar10_jpeg(
         raise DataError(
             f"cifar10-jpeg: set data.root or {JPEG_ENV} to cifar10-jpeg.tar.gz or its folder"
         )
-    cache_dir = Path(cache_dir or Path.home() / ".cache" / "dmlkit").expanduser()
+    cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dmlkit"
+                     ).expanduser()
     folder = _extracted(Path(source).expanduser(), cache_dir)
     cat = load_folder(folder, name="cifar10-jpeg")
     if max_per_class is not None:

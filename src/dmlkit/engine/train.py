@@ -12,6 +12,7 @@ from rich.console import Console
 from dmlkit import config as config_mod
 from dmlkit.base import process_group
 from dmlkit.base.files import first_line
+from dmlkit.base.progress import phase
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
@@ -143,7 +144,9 @@ def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
     """Data, method and model of ``cfg`` as every run starts: seeded, the model at its
     initial weights (the same RNG draws in the same order, so the same weights)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic, resolve_device(cfg.train.device))
-    data = build_data(cfg.data, cfg.train.seed)
-    method = build_method(cfg, data.splits.train.classes)
-    model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    with phase(f"loading data ({cfg.data.name})"):
+        data = build_data(cfg.data, cfg.train.seed)
+    with phase(f"building the model ({cfg.model.backbone})"):
+        method = build_method(cfg, data.splits.train.classes)
+        model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
     return data, method, model

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from dmlkit.base import process_group
 from dmlkit.base.atomic_write import WriteError, atomic_write_bytes
 from dmlkit.base.files import first_line, save_weights
+from dmlkit.base.progress import bar, live_bars, phase, plain
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
@@ -45,7 +46,7 @@ from dmlkit.engine.seed import cuda_rng_state, rng_state, seed_everything, set_r
 from dmlkit.engine.tracking.tracker import Tracker
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
 from dmlkit.evaluation import evaluate
-from dmlkit.evaluation.extract import extract_sharded
+from dmlkit.evaluation.extract import extract_sharded, shard_size
 from dmlkit.methods.base import Method
 
 PRIMARY = "map_at_r"
@@ -99,25 +100,28 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
 
 
 def evaluate_model(
-    model: nn.Module, data: EvalData, cfg: Config, device: torch.device
+    model: nn.Module, data: EvalData, cfg: Config, device: torch.device,
+    describe: str | None = None,
 ) -> dict[str, float]:
     """Embed the query (and reference) set and compute every metric from one ranking.
 
     Under torch.distributed each rank embeds a block of samples, rank 0 computes the metrics
-    and every rank returns them. Non-finite embeddings: TrainingError (the model diverged).
+    and every rank returns them. ``describe`` (e.g. "final evaluation") shows the evaluation on
+    stderr: a bar over the embedded images, then the metric computation. Non-finite embeddings:
+    TrainingError (the model diverged).
     """
     e = cfg.eval
-    train_mode = e.bn_train_mode
 
     def batch(dataset) -> int:  # eval.batch_divisor: Guided DML's official len(dataset) // 30
         return max(1, len(dataset) // e.batch_divisor) if e.batch_divisor else e.batch_size
 
-    q, ql = extract_sharded(model, data.query, batch(data.query), device, cfg.data.num_workers,
-                            train_mode)
-    r = rl = None
-    if data.reference is not None:
-        r, rl = extract_sharded(model, data.reference, batch(data.reference), device,
-                                cfg.data.num_workers, train_mode)
+    sets = [data.query] if data.reference is None else [data.query, data.reference]
+    show = describe is not None
+    total = sum(shard_size(len(s)) for s in sets)
+    with bar(f"{describe}: embedding", total, show) as advance:
+        (q, ql), *ref = [extract_sharded(model, s, batch(s), device, cfg.data.num_workers,
+                                         e.bn_train_mode, advance) for s in sets]
+    r, rl = ref[0] if ref else (None, None)
     if not all(bool(torch.isfinite(x).all()) for x in (q, r) if x is not None):
         raise TrainingError("the model diverged: its embeddings are not finite (NaN or "
                             "infinite); lower optim.lr (train.skip_nonfinite skips bad steps "
@@ -129,8 +133,10 @@ def evaluate_model(
         metrics.append("nn_classification")
     result = None
     if process_group.info().is_main:
-        result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
-                          distance=e.distance, normalize=e.normalize, kmeans_seed=e.kmeans_seed)
+        with phase(f"{describe}: metrics", show):
+            result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
+                              distance=e.distance, normalize=e.normalize,
+                              kmeans_seed=e.kmeans_seed)
     return process_group.broadcast_object(result)
 
 
@@ -496,13 +502,15 @@ class Trainer:
                           self.device)
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
-                                                       self.device)
+                                                       self.device, "untrained evaluation")
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-        with StopOnSignal() as stop, Progress(*columns, console=self.console,
-                                              transient=False) as progress:
+        with StopOnSignal() as stop, live_bars(*columns) as progress:
             while self.epoch < cfg.train.epochs and not self._early_stopped():
                 row = {"epoch": self.epoch + 1, **self.train_epoch(progress, stop)}
+                plain(f"epoch {self.epoch + 1}/{cfg.train.epochs}: loss "
+                      f"{row.get('train_loss', math.nan):.4f}, {row['train_img_per_s']:.0f} "
+                      f"img/s, {row['train_seconds']:.1f} s")
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
                 row.update({f"method_{k}": v for k, v in self.method.logs().items()})
                 row.update(self.method.validation_logs(self.model, self.device))
@@ -520,13 +528,14 @@ class Trainer:
                     self.console.print(f"early stop after epoch {self.epoch}")
         if self.dist.is_main:
             save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
-        self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device)
+        self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device,
+                                               "final evaluation")
         retrieval = self.model.retrieval
         try:  # other embeddings the method offers (e.g. Sharing Matters' shared head)
             for name, spec in self.method.retrieval_variants().items():
                 self.model.retrieval = spec
-                self.results[f"final_{name}"] = evaluate_model(self.model, self.data.test, cfg,
-                                                               self.device)
+                self.results[f"final_{name}"] = evaluate_model(
+                    self.model, self.data.test, cfg, self.device, f"final evaluation ({name})")
         finally:
             self.model.retrieval = retrieval
         self.results["epochs_trained"] = self.epoch
@@ -536,7 +545,8 @@ class Trainer:
         self.results["method"] = self.method.summary()
         if self.dist.is_main:
             self.run.write_json("metrics.json", self.results)
-            write_run_report(self.run.path)
+            with phase("writing the report"):
+                write_run_report(self.run.path)
             tracker.log_results(self.run.path)
         process_group.barrier()  # the run directory is complete before any rank returns
         return self.results
@@ -545,7 +555,8 @@ class Trainer:
         cfg = self.cfg.train
         if self.data.val is None or not cfg.eval_every or self.epoch % cfg.eval_every:
             return
-        val = evaluate_model(self.model, self.data.val, self.cfg, self.device)
+        val = evaluate_model(self.model, self.data.val, self.cfg, self.device,
+                             f"validation after epoch {self.epoch}")
         row.update({f"val_{k}": v for k, v in val.items()})
         score = val.get(PRIMARY, float("nan"))
         if np.isfinite(score) and score > self.best:

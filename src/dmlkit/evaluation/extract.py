@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -19,12 +19,14 @@ def extract_embeddings(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     train_mode: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings, labels) of every sample, in dataset order, on the CPU.
 
     ``train_mode=True`` reproduces Guided DML's official extraction (BatchNorm in training
     mode, using batch statistics); the default is eval mode. A batched in-memory dataset (or a
     Subset of one) is transformed batch-wise on ``device`` (`ImageDataset.batch`), no DataLoader.
+    ``advance(n)`` is called after each batch of n samples (a progress bar).
     """
     was_training = model.training
     model.train(train_mode)
@@ -33,6 +35,8 @@ def extract_embeddings(
         for images, y, _ in _batches(dataset, batch_size, device, num_workers):
             embs.append(model(images.to(device)).float().cpu())
             labels.append(y.cpu())
+            if advance is not None:
+                advance(len(y))
     finally:
         model.train(was_training)
     return torch.cat(embs), torch.cat(labels)
@@ -60,24 +64,39 @@ def extract_sharded(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     train_mode: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`extract_embeddings` split over the ranks of a torch.distributed group: rank r embeds
     the r-th contiguous block of samples, and every rank gets all rows back in dataset order,
     each sample exactly once (no padding duplicates). One process: `extract_embeddings`.
     (``train_mode`` would normalize per-rank batches: the trainer refuses it with several ranks.)
+    ``advance`` counts this rank's samples (`shard_size`).
     """
     world = process_group.info()
     if not world.active:
-        return extract_embeddings(model, dataset, batch_size, device, num_workers, train_mode)
+        return extract_embeddings(model, dataset, batch_size, device, num_workers, train_mode,
+                                  advance)
     n = len(dataset)
-    lo, hi = n * world.rank // world.world_size, n * (world.rank + 1) // world.world_size
+    lo, hi = _shard(n)
     part = Subset(dataset, range(lo, hi))
     if hi > lo:
         emb, labels = extract_embeddings(model, part, batch_size, device, num_workers,
-                                         train_mode)
+                                         train_mode, advance)
     else:  # more ranks than samples: this rank contributes nothing
         probe, label = extract_embeddings(model, Subset(dataset, [0]), 1, device)
         emb, labels = probe[:0], label[:0]
     index = torch.arange(lo, hi)
     return (process_group.gather_by_index(emb, index, n),
             process_group.gather_by_index(labels, index, n))
+
+
+def _shard(n: int) -> tuple[int, int]:
+    """[lo, hi): this rank's contiguous block of n samples."""
+    world = process_group.info()
+    return n * world.rank // world.world_size, n * (world.rank + 1) // world.world_size
+
+
+def shard_size(n: int) -> int:
+    """How many of n samples this rank embeds in `extract_sharded`."""
+    lo, hi = _shard(n)
+    return hi - lo

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.base.files import load_weights, save_weights
 from dmlkit.base.process_group import gather
+from dmlkit.base.progress import bar, phase
 from dmlkit.config import GuidedConfig, LossConfig, TrainConfig
 from dmlkit.data.class_pair_triplets import build_class_pair_triplets
 from dmlkit.data.dataset import ImageDataset
@@ -50,6 +51,12 @@ from dmlkit.methods.guided_targets import (
 from dmlkit.methods.metric import MetricMethod
 from dmlkit.models.multi_branch_master import MultiBranchMaster
 from dmlkit.models.run_model import load_run_model
+
+
+def _announced(text: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()`` shown as the phase ``text`` on stderr."""
+    with phase(text):
+        return compute()
 
 
 def training_set_key(catalog) -> str:
@@ -123,20 +130,24 @@ class GuidedMethod(MetricMethod):
         def images(idx: np.ndarray) -> torch.Tensor:
             return torch.stack([dataset[int(i)][0] for i in idx]).to(device)
 
-        for epoch in range(self.cfg.master_epochs):
+        epochs = self.cfg.master_epochs
+        for epoch in range(epochs):
             total = 0.0
-            for a, p, n in triplets:
-                y = torch.as_tensor(labels[a], device=device)
-                yn = torch.as_tensor(labels[n], device=device)
-                ea, fa = master(images(a), y)
-                ep, fp = master(images(p), y)
-                en, _ = master(images(n), yn)
-                loss = loss_fn(ea, ep, en, fa, fp)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item()
-            log(f"master epoch {epoch + 1}/{self.cfg.master_epochs}: "
+            with bar(f"training the Guided master, epoch {epoch + 1}/{epochs}",
+                     len(triplets)) as advance:
+                for a, p, n in triplets:
+                    y = torch.as_tensor(labels[a], device=device)
+                    yn = torch.as_tensor(labels[n], device=device)
+                    ea, fa = master(images(a), y)
+                    ep, fp = master(images(p), y)
+                    en, _ = master(images(n), yn)
+                    loss = loss_fn(ea, ep, en, fa, fp)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.item()
+                    advance(1)
+            log(f"master epoch {epoch + 1}/{epochs}: "
                 f"loss {total / len(triplets):.4f}")
         return master.eval()
 
@@ -148,7 +159,9 @@ class GuidedMethod(MetricMethod):
             teacher_cfg = {"teacher_run": str(Path(self.cfg.teacher_run).resolve())}
             targets = load_or_compute(
                 run_dir, teacher, teacher_cfg,
-                lambda: targets_from_model(teacher, dataset, device=device), key="teacher",
+                lambda: _announced("computing the teacher's targets",
+                                   lambda: targets_from_model(teacher, dataset, device=device)),
+                key="teacher",
             )
         else:
             if self.cfg.master_raw_pixels:  # the master sees raw 0-255 pixels (official code)
@@ -162,7 +175,8 @@ class GuidedMethod(MetricMethod):
             t1 = time.perf_counter()
             targets = load_or_compute(
                 run_dir, master, master_cfg,
-                lambda: compute_master_targets(master, dataset, labels, device=device),
+                lambda: _announced("computing the Guided master's targets", lambda:
+                                   compute_master_targets(master, dataset, labels, device=device)),
             )
             self.timings = {"master_seconds": t1 - t0,
                             "targets_seconds": time.perf_counter() - t1,

@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dmlkit.base.progress import bar
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.errors import DataError
 
@@ -134,14 +133,6 @@ def _stack(images: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(images)
 
 
-def progress_bar(enabled: bool) -> Progress:
-    """A rich progress bar on stderr (a no-op when not ``enabled``)."""
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=True,
-    )
-
-
 @torch.no_grad()
 def embed_images(
     model: nn.Module,
@@ -171,11 +162,10 @@ def embed_images(
     model.eval()
     out = []
     try:
-        with progress_bar(progress) as bar:
-            task = bar.add_task("embedding", total=len(inputs))
+        with bar("embedding", len(inputs), progress) as advance:
             for batch in loader:
                 out.append(model(batch.to(device)).float().cpu())
-                bar.advance(task, len(batch))
+                advance(len(batch))
     except DataError as e:
         lines = str(e).strip().splitlines()
         if len(lines) == 1:

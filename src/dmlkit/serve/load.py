@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from dmlkit.base.progress import phase
 from dmlkit.base.run_dir import open_run, require_finished
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
@@ -36,7 +37,8 @@ class LoadedRun:
     @property
     def data(self) -> DataBundle:
         if self._data is None:
-            self._data = build_data(self.cfg.data, self.cfg.train.seed)
+            with phase(f"loading data ({self.cfg.data.name})"):
+                self._data = build_data(self.cfg.data, self.cfg.train.seed)
         return self._data
 
     @property
@@ -72,7 +74,8 @@ class LoadedRun:
 
     def evaluate_test(self) -> dict[str, float]:
         device = resolve_device(self.cfg.train.device)
-        return evaluate_model(self.model.to(device), self.data.test, self.cfg, device)
+        return evaluate_model(self.model.to(device), self.data.test, self.cfg, device,
+                              "test evaluation")
 
 
 def load_run(run_dir: Path, weights: str = "model.safetensors") -> LoadedRun:
