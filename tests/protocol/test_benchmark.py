@@ -269,3 +269,17 @@ def test_progress_counts_runs_pruned_folds_and_eta():
     assert lines[0].startswith("[3/6] m: search, fold 1/2 (10 s); elapsed ")
     assert lines[0].endswith("ETA 30s")  # 3 runs left x 10 s
     assert lines[1].startswith("[5/6] m: final, fold 1/2 (reused)") and lines[1].endswith("10s")
+
+
+@pytest.mark.slow
+def test_benchmark_json_is_the_results_file(tmp_path):
+    path = str(_write(tmp_path, tiny(tmp_path, trials=1, seeds=1)))
+    res = CliRunner().invoke(app, ["benchmark", path, "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)  # progress went to stderr: stdout is the document alone
+    assert doc["benchmark"] == "tiny" and doc["stage"] == "all"
+    assert doc["results"] == json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert Path(doc["report"]["markdown"]).is_file() and Path(doc["report"]["html"]).is_file()
+    res = CliRunner().invoke(app, ["benchmark", path, "--stage", "search", "--json"])
+    assert json.loads(res.stdout) == {"benchmark": "tiny", "stage": "search",
+                                      "storage": doc["storage"]}

@@ -96,3 +96,16 @@ def test_export_torchscript(run_dir, tmp_path):
     res = invoke("export", run_dir, "--format", "torchscript", "-o", tmp_path / "m.pt")
     assert res.exit_code == 0, res.output
     assert "max |exported - eager|" in res.output and (tmp_path / "m.pt").is_file()
+
+
+def test_search_json_lists_every_query_and_its_hits(flat_index, digits_folder):
+    import json
+
+    res = CliRunner().invoke(app, ["search", str(flat_index), str(digits_folder / "3"), "-k",
+                                   "2", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["k"] == 2 and len(doc["queries"]) == len(list((digits_folder / "3").iterdir()))
+    first = doc["queries"][0]
+    assert first["hits"][0]["rank"] == 1 and first["hits"][0]["score"] == pytest.approx(0, abs=1e-5)
+    assert first["hits"][0]["path"].endswith(first["query"].rsplit("/", 1)[-1])

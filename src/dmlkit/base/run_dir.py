@@ -79,11 +79,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _clean(x):
+def json_safe(x):
+    """``x`` with every non-finite float (NaN, inf; JSON has neither) replaced by None.
+
+    >>> json_safe({"map_at_r": float("nan"), "seeds": [1.0, float("inf")]})
+    {'map_at_r': None, 'seeds': [1.0, None]}
+    """
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -150,7 +157,7 @@ class RunDir:
         return self.path / "checkpoints"
 
     def write_json(self, name: str, data: dict) -> None:
-        blob = json.dumps(_clean(data), indent=2, sort_keys=False, allow_nan=False)
+        blob = json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False)
         atomic_write_bytes(self.path / name, blob.encode())
 
     def read_json(self, name: str) -> dict:

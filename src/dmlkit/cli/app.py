@@ -22,6 +22,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from dmlkit.cli.consoles import console, err_console
+from dmlkit.cli.json_output import JsonOpt, emit, report_console
 from dmlkit.cli.serve_commands import register as register_serve_commands
 from dmlkit.errors import ConfigError, DmlkitError
 
@@ -111,15 +112,15 @@ def _relaunch(devices: int, command: list[str]) -> None:
                                  *command])
 
 
-def _train_here(cfg, resume: Path | None):
-    """`dmlkit.engine.train.train` in this process (one rank of a launch, or the only one);
-    other ranks train silently. Leaves the process group afterwards."""
+def _train_here(cfg, resume: Path | None, out: Console = console):
+    """`dmlkit.engine.train.train` in this process (one rank of a launch, or the only one),
+    reporting on ``out``; other ranks train silently. Leaves the process group afterwards."""
     from dmlkit.engine import distributed
     from dmlkit.engine.train import train as run_train
 
     try:
         return run_train(cfg, resume=resume,
-                         console=console if _is_rank0() else Console(quiet=True),
+                         console=out if _is_rank0() else Console(quiet=True),
                          notify=lambda line: err_console.print(line, markup=False))
     finally:
         distributed.shutdown()
@@ -134,6 +135,7 @@ def train(
              "may extend it)")] = None,
     devices: Annotated[int, typer.Option(
         min=1, help="processes on this machine (torchrun; one per GPU, gloo on CPU)")] = 1,
+    as_json: JsonOpt = False,
 ):
     """Train a model; writes runs/<name>/ and prints the test metrics (untrained vs trained).
 
@@ -161,12 +163,16 @@ def train(
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []
+        args += ["--json"] if as_json else []
         _relaunch(devices, ["train", *args])
         return
-    run = _train_here(cfg, resume)
+    run = _train_here(cfg, resume, report_console(as_json))
     if not _is_rank0():
         return
     results = run.read_json("metrics.json")
+    if as_json:
+        emit({"run_dir": str(run.path), **results})
+        return
     rows = {k: results[k] for k in ("untrained", "final") if k in results}
     if "final" in rows:
         rows["trained"] = rows.pop("final")
@@ -174,7 +180,8 @@ def train(
 
 
 @app.command()
-def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]):
+def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+             as_json: JsonOpt = False):
     """Re-evaluate a run's final model on its test split."""
     from dmlkit.base.run_dir import open_run
 
@@ -182,8 +189,11 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]):
     from dmlkit.cli.tables import print_metrics
     from dmlkit.serve.load import load_run
 
-    loaded = load_run(run_dir)
-    print_metrics(console, {"model": loaded.evaluate_test()}, f"test metrics ({run_dir})")
+    metrics = load_run(run_dir).evaluate_test()
+    if as_json:
+        emit({"run_dir": str(run_dir), "metrics": metrics})
+        return
+    print_metrics(console, {"model": metrics}, f"test metrics ({run_dir})")
 
 
 @app.command("evaluate-embeddings")
@@ -195,6 +205,7 @@ def evaluate_embeddings(
     recall_k: Annotated[list[int] | None, typer.Option("--recall-k", help="K of Recall@K")] = None,
     map_at_k: Annotated[int | None, typer.Option(help="also MAP@K for this K")] = None,
     per_class: Annotated[bool, typer.Option(help="also print per-class P@1 and MAP@R")] = False,
+    as_json: JsonOpt = False,
 ):
     """Score saved embeddings (any model's) with the retrieval metrics of docs/metrics.md.
 
@@ -214,6 +225,10 @@ def evaluate_embeddings(
                       map_at_k=map_at_k, distance=distance, normalize=normalize,
                       per_class=per_class)
     by_class = result.pop("per_class", {})
+    if as_json:
+        emit({"file": str(file), "queries": len(emb), "metrics": result,
+              **({"per_class": {str(c): m for c, m in by_class.items()}} if per_class else {})})
+        return
     print_metrics(console, {file.name: result}, f"{len(emb)} queries")
     if per_class:
         print_metrics(console, {str(c): m for c, m in by_class.items()}, "per class")
@@ -225,6 +240,7 @@ def reproduce(
     name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
     devices: Annotated[int | None, typer.Option(
         min=1, help="processes (default: as many as the original run used)")] = None,
+    as_json: JsonOpt = False,
 ):
     """Train again from a run's resolved config (same seed) and compare the metrics."""
     from dmlkit.base.run_dir import open_run
@@ -242,27 +258,35 @@ def reproduce(
     if devices > 1 and not process_group.launched():
         check_shardable(cfg.train.batch_size, devices)
         _relaunch(devices, ["reproduce", str(run_dir), "--name", cfg.run.name,
-                            "--devices", str(devices)])
+                            "--devices", str(devices), *(["--json"] if as_json else [])])
         return
+    out = report_console(as_json)
     if int(os.environ.get("WORLD_SIZE", "1")) != original and _is_rank0():
-        console.print(f"note: the original run used {original} process(es); float rounding "
+        out.print(f"note: the original run used {original} process(es); float rounding "
                       "then differs, and runs with discrete choices (miners, MDR) drift apart "
                       "(docs/distributed.md)", style="yellow")
-    new = _train_here(cfg, None)
+    new = _train_here(cfg, None, out)
     if not _is_rank0():
         return
     rows = {"original": old.read_json("metrics.json").get("final", {}),
             "reproduced": new.read_json("metrics.json")["final"]}
+    if as_json:
+        emit({"run_dir": str(new.path), "original_run_dir": str(old.path), **rows})
+        return
     print_metrics(console, rows, "reproduction")
 
 
 @app.command()
-def presets():
+def presets(as_json: JsonOpt = False):
     """List the shipped presets, with a one-line description each."""
     from rich.table import Table
 
     from dmlkit.config import preset_description, preset_names
 
+    if as_json:
+        emit({"presets": [{"name": n, "description": preset_description(n)}
+                          for n in preset_names()]})
+        return
     table = Table(title="presets (dmlkit train NAME)", box=None)
     table.add_column("name", no_wrap=True)
     table.add_column("description")
@@ -275,6 +299,7 @@ def presets():
 def datasets(
     describe: Annotated[str | None, typer.Option(help="dataset name to summarize")] = None,
     root: Annotated[Path | None, typer.Option(help="dataset folder")] = None,
+    as_json: JsonOpt = False,
 ):
     """List datasets (and whether they are available locally), or describe one."""
     import json
@@ -288,7 +313,15 @@ def datasets(
             summary = describe_catalog(cat)
         except ImportError:
             summary = cat.describe()
-        console.print_json(json.dumps(summary, default=str))
+        if as_json:
+            emit({"dataset": describe, **summary})
+        else:
+            console.print_json(json.dumps(summary, default=str))
+        return
+    if as_json:
+        emit({"datasets": [{"name": name, "status": availability(spec),
+                            "description": spec.description}
+                           for name, spec in sorted(DATASETS.items())]})
         return
     from rich.table import Table
 

@@ -3,13 +3,14 @@ command; see docs/protocol.md."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from dmlkit.cli.consoles import console
+from dmlkit.cli.json_output import JsonOpt, emit, report_console
 
 
 def benchmark(
@@ -22,6 +23,7 @@ def benchmark(
         help="this machine's number when several share a study (seeds its sampler)")] = 0,
     output: Annotated[Path | None, typer.Option(
         help="output folder (overrides the file's)")] = None,
+    as_json: JsonOpt = False,
 ):
     """Search, retrain and test every method of CONFIG; writes results.json and a report.
 
@@ -30,7 +32,7 @@ def benchmark(
     from dmlkit.base import process_group
     from dmlkit.engine.interrupt import TrainingInterrupted
     from dmlkit.errors import ConfigError
-    from dmlkit.protocol.benchmark import run_benchmark
+    from dmlkit.protocol.benchmark import RESULTS, run_benchmark
     from dmlkit.protocol.benchmark_config import load_benchmark_config
 
     if process_group.launched():
@@ -42,6 +44,7 @@ def benchmark(
     if output is not None:
         bench = bench.model_copy(update={"output": str(output)})
     try:
+        console = report_console(as_json)
         out = run_benchmark(bench, stage, storage, worker, console)  # type: ignore[arg-type]
     except (TrainingInterrupted, KeyboardInterrupt) as e:  # the benchmark resumes as a whole
         signum = getattr(e, "signum", signal.SIGINT)
@@ -49,15 +52,27 @@ def benchmark(
                           *([] if stage == "all" else ["--stage", stage]),
                           *([] if storage is None else ["--storage", storage]),
                           *([] if worker == 0 else ["--worker", str(worker)]),
-                          *([] if output is None else ["--output", str(output)])])
+                          *([] if output is None else ["--output", str(output)]),
+                          *(["--json"] if as_json else [])])
         raise TrainingInterrupted(
             f"stopped by {signal.Signals(signum).name}; finished trials and runs are kept and "
             f"a cut run resumes from its checkpoint: continue with: {again}", signum) from None
+    studies = storage or bench.storage_url
     if stage == "search":
-        console.print(f"search finished; studies in {storage or bench.storage_url}")
-    else:
-        folder = Path(bench.report.folder or out)
-        console.print(f"report: {folder / 'report.md'} and {folder / 'report.html'}")
+        if as_json:
+            emit({"benchmark": bench.name, "stage": stage, "storage": studies})
+            return
+        console.print(f"search finished; studies in {studies}")
+        return
+    folder = Path(bench.report.folder or out)
+    report = {"markdown": str(folder / "report.md"), "html": str(folder / "report.html")}
+    if as_json:
+        results = Path(out) / RESULTS
+        emit({"benchmark": bench.name, "stage": stage, "output": str(out), "storage": studies,
+              "report": report,
+              "results": json.loads(results.read_text()) if results.is_file() else None})
+        return
+    console.print(f"report: {report['markdown']} and {report['html']}")
 
 
 def register(app: typer.Typer) -> None:

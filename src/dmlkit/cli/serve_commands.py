@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dmlkit.cli.consoles import console
+from dmlkit.cli.json_output import JsonOpt, emit
 
 RunArg = Annotated[Path, typer.Argument(help="a run directory (runs/<name>/)")]
 ImagesArg = Annotated[Path, typer.Argument(help="a folder of images (class folders give labels)")]
@@ -104,6 +105,7 @@ def search(
     batch_size: BatchOpt = 256,
     device: DeviceOpt = "auto",
     progress: ProgressOpt = False,
+    as_json: JsonOpt = False,
 ):
     """Nearest gallery images of each query image."""
     from rich.table import Table
@@ -125,6 +127,17 @@ def search(
     gallery.check_run(loaded)
     paths = expand_image_args(queries)
     hits = gallery.hits(loaded.embed(paths, batch_size, resolve_device(device), 0, progress), k)
+    if html is not None:
+        page = search_page(paths, hits, Path(gallery.meta.root), gallery.score_name,
+                           f"dmlkit search: {index_file.name}")
+        atomic_write_bytes(html, page.encode("utf-8"))
+    if as_json:
+        emit({"index": str(index_file), "score": gallery.score_name, "k": k,
+              **({"html": str(html)} if html is not None else {}),
+              "queries": [{"query": str(q), "hits": [
+                  {"rank": h.rank, "path": h.path, "label": h.label, "score": h.score}
+                  for h in row]} for q, row in zip(paths, hits, strict=True)]})
+        return
     for query, row in zip(paths, hits, strict=True):
         table = Table(title=f"query {query}")
         for col, justify in (("rank", "right"), ("gallery image", "left"), ("label", "left"),
@@ -134,9 +147,6 @@ def search(
             table.add_row(str(h.rank), h.path, h.label or "", f"{h.score:.4f}")
         console.print(table)
     if html is not None:
-        page = search_page(paths, hits, Path(gallery.meta.root), gallery.score_name,
-                           f"dmlkit search: {index_file.name}")
-        atomic_write_bytes(html, page.encode("utf-8"))
         console.print(f"wrote {html}")
 
 
