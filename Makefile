@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-kernels install clean
+.PHONY: demo test test-slow test-kernels install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dmlkit train fashion-mnist-demo --set run.name=demo
 
+# the suite without its long end-to-end tests (marked slow: kill/resume, several workers and
+# ranks, tracking round trips); test-slow runs those
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 # Tests that compare numbers computed along two paths (ranks vs one process, resume vs
 # uninterrupted, export vs eager, precision, losses/methods vs brute force), re-run under other

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,15 +86,21 @@ def commands(code: str) -> list[str]:
     return out
 
 
+PIPES = {"|", ">", ">>", "<", "&&", "||", ";"}
+
+
 def run_command(command: str, where: str) -> None:
     """One shell command: ``dmlkit`` in this process (``train`` with `TINY`), others in bash."""
     words = shlex.split(command, comments=True)
-    if words[0] != "dmlkit":
-        done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", command],
-                              capture_output=True, text=True, timeout=120)
+    if words[0] != "dmlkit" or PIPES & set(words):
+        # a pipe or redirection: bash, with ``dmlkit`` this interpreter's (no tiny budget)
+        dmlkit = f'dmlkit() {{ "{sys.executable}" -m dmlkit "$@"; }}; '
+        done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", dmlkit + command],
+                              capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{where}: {command}\n{done.stdout}\n{done.stderr}"
         return
-    args = words[1:] + (TINY if words[1] == "train" else [])
+    resumed = "--resume" in words  # a resumed run keeps its own budget (only epochs may grow)
+    args = words[1:] + (TINY if words[1] == "train" and not resumed else [])
     result = CliRunner().invoke(app, args, env={"COLUMNS": "120"})
     assert result.exit_code == 0, (
         f"{where}: {command}\n{result.output[-3000:]}\n{result.exception!r}")
