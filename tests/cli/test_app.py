@@ -5,6 +5,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from cli_output import message_lines
 from dmlkit.cli.app import app
 
 
@@ -41,7 +42,7 @@ def test_user_errors_are_one_line(args, message, tmp_path):
     res = run_cli(*args, cwd=tmp_path)
     assert res.returncode == 2
     assert message in res.stderr
-    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr and len(message_lines(res.stderr)) == 1
 
 
 def test_debug_shows_traceback(tmp_path):

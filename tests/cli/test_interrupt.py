@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli_output import message_lines
 from dmlkit.cli.app import app
 
 pytestmark = pytest.mark.slow
@@ -60,7 +61,7 @@ def test_ctrl_c_while_train_loads_data(tmp_path):
         ["train", "digits-smoke", "--set", "data.name=folder", "--set",
          f"data.root={tmp_path / 'images'}", "--set", "run.root=runs"], fifo, tmp_path)
     assert code == 130, output
-    assert output.strip() == "interrupted (SIGINT)"
+    assert message_lines(output) == ["interrupted (SIGINT)"]
     assert not (tmp_path / "runs").exists()  # data is read before a run directory is made
 
 
@@ -76,4 +77,4 @@ def test_ctrl_c_while_evaluate_loads_data(tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     code, output = interrupt_while_reading(["evaluate", str(tmp_path / "r")], fifo, tmp_path)
     assert code == 130, output
-    assert output.strip() == "interrupted (SIGINT)"
+    assert message_lines(output) == ["interrupted (SIGINT)"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_output import message_lines
 from dmlkit import config
 from dmlkit.base import atomic_write as atomic_write_mod
 from dmlkit.base.atomic_write import WriteError, atomic_write_bytes
@@ -45,9 +46,8 @@ def cli(monkeypatch, capsys, *args):
 
 
 def one_line(err):
-    """The error is one line (the run directory, announced when created, may precede it)."""
-    lines = [x for x in err.strip().splitlines() if not x.startswith("run directory: ")]
-    return len(lines) == 1 and "Traceback" not in err
+    """The error is one line (progress and the run directory may precede it)."""
+    return len(message_lines(err)) == 1 and "Traceback" not in err
 
 
 class Killed(BaseException):

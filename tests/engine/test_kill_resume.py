@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from cli_output import message_lines
 from dmlkit.base.files import load_weights
 from dmlkit.base.run_dir import RunDir
 from dmlkit.engine.checkpoint import CheckpointFolder, load_state
@@ -91,8 +92,8 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path, uninterrupt
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    announced, line = err.strip().splitlines()  # the run directory, then the one-line stop
-    assert announced == f"run directory: {tmp_path / 'term'}" and "Traceback" not in err
+    [line] = message_lines(err)  # progress, the run directory, then the one-line stop
+    assert f"run directory: {tmp_path / 'term'}\n" in err and "Traceback" not in err
     assert "stopped by SIGTERM at epoch 1, iteration" in line
     assert f"dmlkit train --resume {tmp_path / 'term'}" in line
     saved = line.split("; saved ")[1].split(";")[0]
@@ -109,8 +110,8 @@ def test_sigint_checkpoints_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and "dmlkit train --resume" in err
-    assert err.strip().splitlines()[0].startswith("run directory: ")
-    assert len(err.strip().splitlines()) == 2
+    assert f"run directory: {tmp_path / 'int'}\n" in err
+    assert len(message_lines(err)) == 1
     assert RunDir(tmp_path / "int").state().state == "interrupted"
     folder = CheckpointFolder(tmp_path / "int" / "checkpoints")
     epoch, batch = folder.pairs()[-1]

@@ -81,7 +81,7 @@ def test_determinism_defaults_per_device(monkeypatch, restore_determinism):
     ([], False),
     (["train.sync_bn=false", "train.device=cpu"], False),
 ])
-def test_bn_without_sync_on_several_cuda_ranks_is_refused(overrides, refused):
+def test_bn_without_sync_on_several_cuda_ranks_is_refused(fake_cuda, overrides, refused):
     cfg = config.load("digits-smoke", ["train.device=cuda", *overrides])
     check_ranks(cfg, 1)
     if refused:

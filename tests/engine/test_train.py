@@ -5,6 +5,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from cli_output import message_lines
 from dmlkit import config
 from dmlkit.base.run_dir import RunDir
 from dmlkit.cli.app import app
@@ -19,8 +20,7 @@ def smoke(tmp_path, *overrides):
 
 def invoke(*args):
     res = CliRunner().invoke(app, [str(a) for a in args])
-    return res.exit_code, [x for x in res.output.strip().splitlines()
-                           if not x.startswith("run directory: ")]
+    return res.exit_code, message_lines(res.output)
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,10 @@ def test_each_stream_reads_the_training_set_with_its_own_transform(tmp_path):
     assert shared.transform is not trainer.data.train.transform
     assert "RandomCrop" in repr(shared.transform) and "Flip" not in repr(shared.transform)
     assert "RandomCrop" not in repr(trainer.data.train.transform)
+    # the same on the device path of in-memory data (batched transforms)
+    assert shared.batched and trainer.data.train.batched
+    assert (shared.batch_transform.crop, shared.batch_transform.flip) == (8, False)
+    assert trainer.data.train.batch_transform.crop is None
 
 
 def test_a_stream_transform_for_no_stream_is_a_config_error(tmp_path):

@@ -317,12 +317,13 @@ class Trainer:
         loaders = {}
         for stream, (name, sampler) in enumerate(self.samplers.items()):
             sampler.set_epoch(self.epoch, self.batch)
-            if self.data.train.batched:
-                loaders[name] = DeviceBatches(self.data.train, sampler, self.device,
+            dataset = self.data.stream(name)  # each stream with its own transform
+            if dataset.batched:
+                loaders[name] = DeviceBatches(dataset, sampler, self.device,
                                               self.cfg.train.seed, stream)
                 continue
             loaders[name] = DataLoader(
-                self.data.stream(name), batch_sampler=sampler,
+                dataset, batch_sampler=sampler,
                 num_workers=self.cfg.data.num_workers,
                 worker_init_fn=ignore_sigint,
             )
