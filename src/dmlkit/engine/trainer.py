@@ -48,6 +48,7 @@ from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingErr
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_sharded, shard_size
 from dmlkit.methods.base import Method
+from dmlkit.models.heads import NormalizedFeatures
 
 PRIMARY = "map_at_r"
 MAX_LISTED = 100  # skipped steps listed in metrics.json
@@ -503,6 +504,10 @@ class Trainer:
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device, "untrained evaluation")
+        if cfg.model.freeze_backbone and "pretrained_features" not in self.results:
+            self.results["pretrained_features"] = evaluate_model(
+                NormalizedFeatures(), self.data.test, cfg, self.device,
+                "pretrained features evaluation")
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
         with StopOnSignal() as stop, live_bars(*columns) as progress:
