@@ -83,12 +83,11 @@ def cached_features(dataset: ImageDataset, backbone: nn.Module, key: dict, folde
 
 def use_feature_cache(cfg: Config, data: DataBundle, model: EmbeddingModel,
                       device: torch.device) -> DataBundle:
-    """``data`` with every dataset replaced by its backbone's cached features, and ``model``
-    frozen to take them (`EmbeddingModel.freeze_backbone`). Under torch.distributed rank 0
-    computes what is missing, then every rank reads the files."""
-    if cfg.method.name == "guided":
-        raise ConfigError("model.freeze_backbone: the guided method trains its master on "
-                          "images; it is not available on cached features")
+    """``data`` with the training stream and the evaluation sets replaced by the backbone's
+    cached features, and ``model`` frozen to take them (`EmbeddingModel.freeze_backbone`).
+    ``train_eval`` stays images (eval transform): the input of a teacher (Guided DML's master
+    or teacher run), which is no backbone of ``model``. Under torch.distributed rank 0 computes
+    what is missing, then every rank reads the files."""
     if cfg.data.stream_transforms:
         raise ConfigError("model.freeze_backbone: cached features have no per-stream "
                           "transforms (augmentation is off); unset data.stream_transforms")
@@ -114,7 +113,7 @@ def use_feature_cache(cfg: Config, data: DataBundle, model: EmbeddingModel,
     if not process_group.info().is_main:
         process_group.barrier()  # rank 0 writes the cache first
     train = features(data.train_eval, "train")
-    out = replace(data, train=train, train_streams={}, train_eval=train,
+    out = replace(data, train=train, train_streams={},
                   val=eval_data(data.val, "val"), test=eval_data(data.test, "test"))
     if process_group.info().is_main:
         process_group.barrier()
