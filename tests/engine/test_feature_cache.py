@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from tests.numeric import assert_close_scaled, magnitude
 
 from dmlkit import config
 from dmlkit.data.dataset import ImageDataset
@@ -16,6 +15,7 @@ from dmlkit.engine.train import build_components, train
 from dmlkit.engine.trainer import build_optimizer
 from dmlkit.errors import ConfigError
 from dmlkit.models.backbones import SmallCNN
+from numeric import assert_close_scaled, magnitude
 
 
 def frozen(tmp_path, *overrides):
