@@ -15,6 +15,7 @@ from dmlkit.engine.train import build_components, train
 from dmlkit.engine.trainer import build_optimizer
 from dmlkit.errors import ConfigError
 from dmlkit.models.backbones import SmallCNN
+from dmlkit.models.run_model import load_run_model
 from numeric import assert_close_scaled, magnitude
 
 
@@ -42,7 +43,8 @@ def touches(monkeypatch):
 
 
 def test_second_run_touches_no_image(tmp_path, touches):
-    first = train(frozen(tmp_path, "run.name=a")).read_json("metrics.json")
+    run = train(frozen(tmp_path, "run.name=a"))
+    first = run.read_json("metrics.json")
     assert touches["forward"] > 0 and touches["images"] > 0
     assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 2  # train, test
     touches.update(forward=0, images=0)
@@ -51,6 +53,13 @@ def test_second_run_touches_no_image(tmp_path, touches):
     assert second["final"] == first["final"]
     for key in ("untrained", "pretrained_features", "final"):
         assert 0 < second[key]["map_at_r"] <= 1
+    # the saved weights hold the backbone: the run embeds images as it embedded their features
+    _, model, _ = load_run_model(run.path)
+    data, _, trained = build_components(frozen(tmp_path))
+    trained.load_state_dict(model.state_dict())
+    images = torch.stack([data.train_eval[i][0] for i in range(20)])
+    with torch.no_grad():
+        assert_close_scaled(model(images), trained.eval()(data.train.features[:20]))
 
 
 def test_cache_reused_and_invalidated(tmp_path, touches):
