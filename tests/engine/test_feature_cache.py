@@ -145,6 +145,7 @@ def test_pretrained_efficientnet_lite0_uses_the_same_path(tmp_path, monkeypatch)
     cfg = frozen(tmp_path, "model.backbone=efficientnet_lite0", "model.pretrained=true",
                  "data.name=synthetic", "data.options={classes: 4, per_class: 6}")
     data, _, model = build_components(cfg)
+    assert model.cached_features and model.backbone.feature_dim == 1280
     assert data.train.features.shape == (len(data.splits.train), 1280)
     monkeypatch.setattr(ImageDataset, "batch", None)  # any image read would fail now
     again, _, _ = build_components(cfg)
