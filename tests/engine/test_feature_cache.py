@@ -3,6 +3,7 @@ recomputed when the transform or the weights change; a step on cached features i
 the frozen-backbone model on the images."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -150,3 +151,28 @@ def test_pretrained_efficientnet_lite0_uses_the_same_path(tmp_path, monkeypatch)
     monkeypatch.setattr(ImageDataset, "batch", None)  # any image read would fail now
     again, _, _ = build_components(cfg)
     assert torch.equal(again.test.query.features, data.test.query.features)
+
+
+def test_sharing_and_guided_student_train_on_cached_features(tmp_path, touches):
+    """Sharing Matters: both heads and both batch streams on the cached features; Guided DML: the
+    student on them, its teacher (a run) embedding the training images with its own model."""
+    teacher = train(frozen(tmp_path, "run.name=teacher"))
+    first = touches["forward"]
+    sharing = train(frozen(tmp_path, "run.name=sharing", "method.name=sharing",
+                           "method.sharing.num_surrogate_labels=8", "method.sharing.shared_dim=8"))
+    assert touches["forward"] > first  # sharing draws its own parameters first: other weights
+    metrics = sharing.read_json("metrics.json")
+    assert {"untrained", "pretrained_features", "final", "final_concat"} <= set(metrics)
+    cfg = frozen(tmp_path, "run.name=guided", "method.name=guided", "method.guided.teacher=run",
+                 f"method.guided.teacher_run={teacher.path}",
+                 "method.guided.student_val_fraction=0.2")
+    data, _, _ = build_components(cfg)  # this config's cache (its method draws first)
+    files = sorted((tmp_path / "cache" / "features").iterdir())
+    first = touches["forward"]
+    guided = train(cfg)
+    # the teacher embeds the training images once (in batches of 256); the student reads
+    # features only
+    assert touches["forward"] == first + math.ceil(len(data.train) / 256)
+    assert sorted((tmp_path / "cache" / "features").iterdir()) == files
+    rows = (guided.path / "metrics.csv").read_text()
+    assert "val_loss" in rows and 0 < guided.read_json("metrics.json")["final"]["map_at_r"] <= 1
