@@ -127,7 +127,8 @@ def check_ranks(cfg: Config, world_size: int) -> None:
     them): BatchNorm without SyncBatchNorm on several CUDA ranks keeps per-rank statistics,
     of which only rank 0's are saved."""
     cuda = resolve_device(cfg.train.device).type == "cuda"
-    if world_size > 1 and cuda and not cfg.train.sync_bn and not cfg.model.freeze_bn:
+    frozen = cfg.model.freeze_bn or cfg.model.freeze_backbone
+    if world_size > 1 and cuda and not cfg.train.sync_bn and not frozen:
         raise ConfigError(
             f"train.sync_bn=false on {world_size} CUDA ranks: each rank would keep its own "
             "BatchNorm statistics and only rank 0's are saved; set train.sync_bn=true or "

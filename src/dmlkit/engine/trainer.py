@@ -180,7 +180,8 @@ class Trainer:
                               f"this method's streams: {', '.join(self.samplers)}")
         for sampler in self.samplers.values():
             sampler.shard(self.dist.rank, self.dist.world_size)
-        if self.dist.active and device.type != "cuda" and not cfg.model.freeze_bn and any(
+        frozen = cfg.model.freeze_bn or cfg.model.freeze_backbone
+        if self.dist.active and device.type != "cuda" and not frozen and any(
                 isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             self.warn("BatchNorm statistics are per rank here (SyncBatchNorm needs CUDA): "
                       "training differs from one process unless model.freeze_bn=true")
