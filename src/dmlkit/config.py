@@ -65,6 +65,10 @@ class HeadConfig(Section):
 
     dim: int = Field(128, ge=1)
     output: Literal["l2", "raw", "mean_distance"] = "l2"
+    hidden: int | None = Field(
+        None, ge=1, description="MLP head: Linear(features -> hidden), ReLU, then the Linear "
+        "(None: one Linear)"
+    )
 
 
 class ModelConfig(Section):
@@ -82,6 +86,11 @@ class ModelConfig(Section):
         "every layer's PyTorch default (Guided DML's official student)",
     )
     head: HeadConfig = Field(default_factory=HeadConfig)
+    freeze_backbone: bool = Field(
+        False, description="train the heads only, on backbone features computed once with the "
+        "eval transform and cached under <run.root>/cache/features (no augmentation; "
+        "docs/frozen-features.md)"
+    )
 
 
 class LossConfig(Section):

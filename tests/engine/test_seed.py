@@ -78,6 +78,7 @@ def test_determinism_defaults_per_device(monkeypatch, restore_determinism):
 @pytest.mark.parametrize("overrides,refused", [
     (["train.sync_bn=false"], True),
     (["train.sync_bn=false", "model.freeze_bn=true"], False),
+    (["train.sync_bn=false", "model.freeze_backbone=true"], False),
     ([], False),
     (["train.sync_bn=false", "train.device=cpu"], False),
 ])

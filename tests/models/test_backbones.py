@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,7 @@ from dmlkit.config import ModelConfig
 from dmlkit.errors import ConfigError
 from dmlkit.models.backbones import build_backbone, torchvision_weights
 from dmlkit.models.embedding_model import build_model
-from dmlkit.models.heads import EmbeddingHead
+from dmlkit.models.heads import EmbeddingHead, NormalizedFeatures
 from numeric import assert_close_scaled
 
 
@@ -116,3 +118,36 @@ def test_bad_weights_are_one_line_config_errors(resnet50_calls):
         with pytest.raises(ConfigError, match=r"needs model\.pretrained: true"):
             build_model(cfg, 3)
     assert resnet50_calls == []
+
+
+def test_mlp_head_is_linear_relu_linear():
+    x = torch.randn(5, 16)
+    head = EmbeddingHead(16, 8, "raw", hidden=12)
+    v, w = head.mlp[0], head.linear
+    expected = torch.relu(x @ v.weight.T + v.bias) @ w.weight.T + w.bias
+    assert_close_scaled(head(x), expected)
+    cfg = ModelConfig(backbone="small_cnn", head={"dim": 8, "hidden": 12})
+    assert build_model(cfg, 1).heads["embedding"].mlp[0].out_features == 12
+    assert EmbeddingHead(16, 8).mlp is None  # the linear head keeps its parameter names
+
+
+def test_normalized_features_are_unit_rows_in_the_same_direction():
+    x = torch.randn(4, 10) * 7
+    out = NormalizedFeatures()(x)
+    assert_close_scaled(out, x / x.norm(dim=1, keepdim=True))
+
+
+def test_frozen_backbone_takes_no_gradient_and_stays_in_eval_mode():
+    model = build_model(ModelConfig(backbone="small_cnn"), 1).freeze_backbone(cached=False)
+    model.train()
+    assert not model.backbone.training and model.heads.training
+    x = torch.randn(4, 1, 16, 16) + 3
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model(x).sum().backward()
+    assert torch.equal(bn.running_mean, before)
+    assert all(p.grad is None for p in model.backbone.parameters())
+    with torch.no_grad():
+        features = model.backbone(x)
+    cached = copy.deepcopy(model).freeze_backbone(cached=True)
+    assert_close_scaled(cached(features), model(x))

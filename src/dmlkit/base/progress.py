@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 # sys.stderr is looked up at every write, so captured or redirected stderr is honoured
 _console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -51,7 +58,8 @@ def phase(text: str, enabled: bool = True) -> Iterator[None]:
 
 @contextmanager
 def bar(text: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A progress bar over ``total`` units; the block advances it by calling ``advance(n)``.
+    """A progress bar over ``total`` units with the time elapsed and the estimated time left;
+    the block advances it by calling ``advance(n)``.
 
     Off a terminal: one line "``text`` (``total``) ..." and ``advance`` does nothing.
     """
@@ -64,7 +72,7 @@ def bar(text: str, total: int, enabled: bool = True) -> Iterator[Callable[[int],
         yield lambda n: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=_console, transient=True) as progress:
         task = progress.add_task(text, total=total)
         yield lambda n: progress.advance(task, n)

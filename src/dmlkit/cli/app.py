@@ -173,7 +173,7 @@ def train(
     if as_json:
         emit({"run_dir": str(run.path), **results})
         return
-    rows = {k: results[k] for k in ("untrained", "final") if k in results}
+    rows = {k: results[k] for k in ("untrained", "pretrained_features", "final") if k in results}
     if "final" in rows:
         rows["trained"] = rows.pop("final")
     print_metrics(console, rows, f"test metrics ({run.path})")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from dmlkit.config import DataConfig
 from dmlkit.data.dataset import ImageDataset
+from dmlkit.data.feature_dataset import FeatureDataset
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.splits import EvalSplit, Splits, make_splits
 from dmlkit.data.transforms import build_batch_transform, build_transform
@@ -15,8 +16,8 @@ from dmlkit.data.transforms import build_batch_transform, build_transform
 class EvalData:
     """Datasets of one retrieval evaluation (reference None: compared to self)."""
 
-    query: ImageDataset
-    reference: ImageDataset | None
+    query: ImageDataset | FeatureDataset
+    reference: ImageDataset | FeatureDataset | None
 
 
 @dataclass
@@ -24,11 +25,14 @@ class DataBundle:
     """Everything a run reads: training set (train transform), and the evaluation sets.
 
     ``train_streams``: the training images under another transform, for the method streams
-    named in ``data.stream_transforms`` (see `stream`).
+    named in ``data.stream_transforms`` (see `stream`). ``train_eval``: the training images
+    under the eval transform. With ``model.freeze_backbone`` the engine replaces ``train``
+    and the evaluation sets by `FeatureDataset` s of cached features (``train_eval`` stays
+    images: a teacher's input).
     """
 
     splits: Splits
-    train: ImageDataset
+    train: ImageDataset | FeatureDataset
     train_streams: dict[str, ImageDataset]
     train_eval: ImageDataset
     val: EvalData | None
@@ -36,7 +40,7 @@ class DataBundle:
     in_channels: int
     image_size: int | None
 
-    def stream(self, name: str) -> ImageDataset:
+    def stream(self, name: str) -> ImageDataset | FeatureDataset:
         """The training set as the method stream ``name`` sees it (its own transform if any)."""
         return self.train_streams.get(name, self.train)
 

@@ -17,6 +17,7 @@ from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.engine import distributed
+from dmlkit.engine.feature_cache import use_feature_cache
 from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
@@ -126,7 +127,8 @@ def check_ranks(cfg: Config, world_size: int) -> None:
     them): BatchNorm without SyncBatchNorm on several CUDA ranks keeps per-rank statistics,
     of which only rank 0's are saved."""
     cuda = resolve_device(cfg.train.device).type == "cuda"
-    if world_size > 1 and cuda and not cfg.train.sync_bn and not cfg.model.freeze_bn:
+    frozen = cfg.model.freeze_bn or cfg.model.freeze_backbone
+    if world_size > 1 and cuda and not cfg.train.sync_bn and not frozen:
         raise ConfigError(
             f"train.sync_bn=false on {world_size} CUDA ranks: each rank would keep its own "
             "BatchNorm statistics and only rank 0's are saved; set train.sync_bn=true or "
@@ -142,11 +144,15 @@ def _mark(run: RunDir, is_main: bool, state, message: str = "") -> None:
 
 def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
     """Data, method and model of ``cfg`` as every run starts: seeded, the model at its
-    initial weights (the same RNG draws in the same order, so the same weights)."""
-    seed_everything(cfg.train.seed, cfg.train.deterministic, resolve_device(cfg.train.device))
+    initial weights (the same RNG draws in the same order, so the same weights). With
+    ``model.freeze_backbone`` the data are the backbone's cached features (`use_feature_cache`)."""
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed, cfg.train.deterministic, device)
     with phase(f"loading data ({cfg.data.name})"):
         data = build_data(cfg.data, cfg.train.seed)
     with phase(f"building the model ({cfg.model.backbone})"):
         method = build_method(cfg, data.splits.train.classes)
         model = build_model(cfg.model, data.in_channels, **method_heads(cfg))
+    if cfg.model.freeze_backbone:
+        data = use_feature_cache(cfg, data, model, device)
     return data, method, model

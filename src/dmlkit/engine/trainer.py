@@ -48,6 +48,7 @@ from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingErr
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_sharded, shard_size
 from dmlkit.methods.base import Method
+from dmlkit.models.heads import NormalizedFeatures
 
 PRIMARY = "map_at_r"
 MAX_LISTED = 100  # skipped steps listed in metrics.json
@@ -179,7 +180,8 @@ class Trainer:
                               f"this method's streams: {', '.join(self.samplers)}")
         for sampler in self.samplers.values():
             sampler.shard(self.dist.rank, self.dist.world_size)
-        if self.dist.active and device.type != "cuda" and not cfg.model.freeze_bn and any(
+        frozen = cfg.model.freeze_bn or cfg.model.freeze_backbone
+        if self.dist.active and device.type != "cuda" and not frozen and any(
                 isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             self.warn("BatchNorm statistics are per rank here (SyncBatchNorm needs CUDA): "
                       "training differs from one process unless model.freeze_bn=true")
@@ -504,6 +506,10 @@ class Trainer:
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device, "untrained evaluation")
+        if cfg.model.freeze_backbone and "pretrained_features" not in self.results:
+            self.results["pretrained_features"] = evaluate_model(
+                NormalizedFeatures(), self.data.test, cfg, self.device,
+                "pretrained features evaluation")
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
         with StopOnSignal() as stop, live_bars(*columns) as progress:
