@@ -4,9 +4,8 @@ import torch
 from pytorch_metric_learning import losses, miners
 from torch import nn
 
-from dmlkit.config import LossConfig
-from dmlkit.losses.mdr import MDRRegularizer
-from dmlkit.methods.metric import MetricMethod
+from dmlkit.config import LossConfig, MDRConfig, MethodConfig, PartsConfig
+from dmlkit.methods.composed import ComposedMethod
 
 CLASSES = np.array([9, 3, 7])  # non-contiguous, unsorted class ids
 DIM = 6
@@ -26,27 +25,34 @@ def model():
     return nn.Linear(5, DIM)
 
 
-def _step(method: MetricMethod, model: nn.Module, batch) -> dict:
+def _method(loss: LossConfig, classes, dim: int, loss_weight: float = 1.0,
+                 **parts) -> ComposedMethod:
+    """The base loss alone, or with ``parts`` (their configs)."""
+    cfg = MethodConfig(loss=loss, loss_weight=loss_weight, parts=PartsConfig(**parts))
+    return ComposedMethod(cfg, classes, dim)
+
+
+def _step(method: ComposedMethod, model: nn.Module, batch) -> dict:
     out = list(method.steps(model, {"class": batch}, 0))
     assert len(out) == 1
     return out[0]
 
 
 def test_labels_are_mapped_to_contiguous_ids():
-    method = MetricMethod(LossConfig(), CLASSES, DIM)
+    method = _method(LossConfig(), CLASSES, DIM)
     assert method.num_classes == 3
     assert method.contiguous(torch.tensor([9, 3, 7, 3])).tolist() == [2, 0, 1, 0]
 
 
 def test_step_loss_is_the_pml_loss_on_the_mined_triplets(model, batch):
-    method = MetricMethod(LossConfig(), CLASSES, DIM)
+    method = _method(LossConfig(), CLASSES, DIM)
     out = _step(method, model, batch)
     emb, y = model(batch[0]).detach(), method.contiguous(batch[1])
     triplets = miners.TripletMarginMiner(margin=0.1, type_of_triplets="semihard")(emb, y)
     assert len(triplets[0]) > 0
     expected = losses.TripletMarginLoss(margin=0.1)(emb, y, triplets)
     torch.testing.assert_close(out["metric_loss"], expected)
-    assert out["loss"] is out["metric_loss"] and out["loss"].requires_grad
+    assert torch.equal(out["loss"], out["metric_loss"]) and out["loss"].requires_grad
     # brute force: mean of the non-zero relu(d_ap - d_an + margin) on normalized embeddings
     e = nn.functional.normalize(emb, dim=1)
     per = [max(float((e[a] - e[p]).norm() - (e[a] - e[n]).norm()) + 0.1, 0.0)
@@ -57,7 +63,7 @@ def test_step_loss_is_the_pml_loss_on_the_mined_triplets(model, batch):
 
 def test_proxy_loss_uses_contiguous_labels(model, batch):
     cfg = LossConfig(name="ProxyAnchorLoss", params={}, miner=None, miner_params={})
-    method = MetricMethod(cfg, CLASSES, DIM)
+    method = _method(cfg, CLASSES, DIM)
     out = _step(method, model, batch)
     by_hand = losses.ProxyAnchorLoss(num_classes=3, embedding_size=DIM)
     by_hand.proxies.data.copy_(method.loss.proxies.data)
@@ -68,7 +74,7 @@ def test_proxy_loss_uses_contiguous_labels(model, batch):
 
 def test_loss_parameters_are_in_param_groups_with_the_loss_lr(model, batch):
     cfg = LossConfig(name="ProxyAnchorLoss", params={}, miner=None, lr=0.05)
-    method = MetricMethod(cfg, CLASSES, DIM)
+    method = _method(cfg, CLASSES, DIM)
     groups = method.param_groups(lr=1e-3, weight_decay=1e-4)
     assert len(groups) == 1
     (group,) = groups
@@ -82,29 +88,30 @@ def test_loss_parameters_are_in_param_groups_with_the_loss_lr(model, batch):
     opt.step()
     torch.testing.assert_close(method.loss.proxies.detach(), before - 0.05 * grad)
 
-    margin = MetricMethod(LossConfig(name="MarginLoss", params={"learn_beta": True}), CLASSES, DIM)
+    margin = _method(LossConfig(name="MarginLoss", params={"learn_beta": True}), CLASSES, DIM)
     (group,) = margin.param_groups(lr=1e-3, weight_decay=1e-4)
     assert group["params"] == [margin.loss.beta] and margin.loss.beta.shape == (3,)
     assert group["lr"] == 1e-3  # no loss lr configured: the model's
-    assert MetricMethod(LossConfig(), CLASSES, DIM).param_groups(1e-3, 0.0) == []
+    assert _method(LossConfig(), CLASSES, DIM).param_groups(1e-3, 0.0) == []
 
 
-def test_regularizer_weight(model, batch):
-    reg = MDRRegularizer()
-    off = MetricMethod(LossConfig(), CLASSES, DIM, reg, regularizer_weight=0.0)
+def test_mdr_part_weight(model, batch):
+    off = _method(LossConfig(), CLASSES, DIM, mdr=MDRConfig(weight=0.0))
     out = _step(off, model, batch)
     assert torch.equal(out["loss"], out["metric_loss"])
-    assert out["regularizer"].item() > 0
-    on = MetricMethod(LossConfig(), CLASSES, DIM, MDRRegularizer(), regularizer_weight=0.5)
+    assert out["mdr"].item() > 0
+    on = _method(LossConfig(), CLASSES, DIM, mdr=MDRConfig(weight=0.5, nu=0.0))
     out = _step(on, model, batch)
-    torch.testing.assert_close(out["loss"], out["metric_loss"] + 0.5 * out["regularizer"])
-    (levels,) = [g for g in on.param_groups(1e-3, 1e-4) if g["name"] == "regularizer"]
-    assert levels["params"] == [on.regularizer.levels] and levels["weight_decay"] == 1e-4
+    torch.testing.assert_close(out["loss"], out["metric_loss"] + 0.5 * out["mdr"])
+    (levels,) = [g for g in on.param_groups(1e-3, 1e-4) if g["name"] == "mdr"]
+    assert levels["params"] == [on.mdr.regularizer.levels] and levels["weight_decay"] == 1e-4
+    half = _method(LossConfig(), CLASSES, DIM, loss_weight=0.25, mdr=MDRConfig(nu=0.0))
+    out = _step(half, model, batch)
+    torch.testing.assert_close(out["loss"], 0.25 * out["metric_loss"] + 0.6 * out["mdr"])
 
 
 def test_logs_report_mdr_levels_and_statistics(model, batch):
-    method = MetricMethod(LossConfig(), CLASSES, DIM, MDRRegularizer(levels=(-2.0, 0.0, 1.0)),
-                          regularizer_weight=0.6)
+    method = _method(LossConfig(), CLASSES, DIM, mdr=MDRConfig(levels=[-2.0, 0.0, 1.0]))
     assert method.logs() == {}
     _step(method, model, batch)
     logs = method.logs()
@@ -114,4 +121,4 @@ def test_logs_report_mdr_levels_and_statistics(model, batch):
     assert logs["mdr_sigma"] == pytest.approx(float(dist.flatten().std()), rel=1e-4)
     assert {"mdr", "mdr_level_penalty"} <= logs.keys()
     assert all(isinstance(v, float) for v in logs.values())
-    assert MetricMethod(LossConfig(), CLASSES, DIM).logs() == {}
+    assert _method(LossConfig(), CLASSES, DIM).logs() == {}
