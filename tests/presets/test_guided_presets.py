@@ -4,7 +4,7 @@ Learning, MyModel_CIFAR10.py, MyModel_MNIST.py, MyModel_Fashion.py, read at comm
 import pytest
 
 from dmlkit import config
-from dmlkit.config import Config
+from dmlkit.config import Config, GuidedConfig, MethodConfig, PartsConfig
 
 # (dataset, master batch, master epochs, beta, student batch, plateau factor, plateau patience)
 OFFICIAL = {
@@ -49,12 +49,13 @@ def test_cpu_presets_keep_dmlkit_defaults(name):
 
 
 def test_configs_without_the_new_keys_keep_the_old_behaviour():
-    old = Config().to_dict()
+    old = Config(method=MethodConfig(parts=PartsConfig(guided=GuidedConfig()),
+                                     loss_weight=0.0)).to_dict()
     for section, key in (("model", "init"), ("eval", "batch_divisor"), ("eval", "kmeans_seed"),
                          ("eval", "classification")):
         del old[section][key]
-    del old["method"]["guided"]["student_val_fraction"]
-    del old["method"]["guided"]["student_drop_last"]
+    del old["method"]["parts"]["guided"]["student_val_fraction"]
+    del old["method"]["parts"]["guided"]["student_drop_last"]
     cfg = config.from_dict(old)
     assert cfg.model.init == "torchvision" and cfg.method.parts.guided.student_val_fraction == 0.0
     assert cfg.method.parts.guided.student_drop_last and cfg.eval.batch_divisor is None
