@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from torch import nn
 
 from dmlkit.config import LossConfig, MDRConfig, MethodConfig, PartsConfig
 from dmlkit.methods.composed import ComposedMethod
+from numeric import assert_close_scaled
 
 CLASSES = np.array([9, 3, 7])  # non-contiguous, unsorted class ids
 DIM = 6
@@ -122,3 +125,103 @@ def test_logs_report_mdr_levels_and_statistics(model, batch):
     assert {"mdr", "mdr_level_penalty"} <= logs.keys()
     assert all(isinstance(v, float) for v in logs.values())
     assert _method(LossConfig(), CLASSES, DIM).logs() == {}
+
+
+# ----------------------------------------------------------------- compositions
+def _composed_model(shared_dim: int = 4):
+    torch.manual_seed(0)
+    from dmlkit.config import HeadConfig, ModelConfig
+    from dmlkit.models.embedding_model import build_model
+
+    return build_model(ModelConfig(backbone="small_cnn", head=HeadConfig(dim=DIM)), 1,
+                       extra_heads={"shared": shared_dim})
+
+
+def _full(mdr_head: str = "embedding", combined: bool = False) -> ComposedMethod:
+    from dmlkit.config import GuidedConfig, SharingConfig
+
+    torch.manual_seed(1)  # the regressor's initialization
+    sharing = SharingConfig(shared_dim=4, num_surrogate_labels=5, decorrelation_weight=3.0,
+                            regressor_hidden=8, combined_step=combined)
+    method = _method(LossConfig(), CLASSES, DIM, loss_weight=0.7,
+                     mdr=MDRConfig(head=mdr_head, weight=0.5, nu=0.0),
+                     sharing=sharing, guided=GuidedConfig(weight=0.2))
+    method.guided.targets = torch.randn(12, DIM, generator=torch.Generator().manual_seed(3))
+    return method
+
+
+def _streams(method: ComposedMethod):
+    from dmlkit.config import TrainConfig
+
+    labels = np.repeat(CLASSES, 4)
+    samplers = method.batch_samplers(labels, TrainConfig(batch_size=6, m_per_class=2, seed=1))
+    assert set(samplers) == {"class", "shared"}
+    images = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    out = {}
+    for name, sampler in samplers.items():
+        sampler.set_epoch(0)
+        idx = torch.tensor(next(iter(sampler)))
+        out[name] = (images[idx], torch.as_tensor(labels)[idx], idx)
+    return out
+
+
+def test_full_composition_sums_every_part_in_its_step():
+    method, model = _full(), _composed_model()
+    batches = _streams(method)
+    first, second = method.steps(model, batches, 0)
+    images, _, index = batches["class"]
+    heads = model.embed_heads(images)
+    phi_c = heads["embedding"]
+    expected_distill = (phi_c - method.guided.targets[index]).norm(dim=1).mean()
+    assert_close_scaled(first["distill"], expected_distill)
+    assert_close_scaled(first["decorrelation_class"],
+                        method.sharing.decorrelation(phi_c, heads["shared"]))
+    assert set(first) == {"metric_loss", "mdr", "distill", "decorrelation_class", "loss"}
+    total = (0.7 * first["metric_loss"] + 0.5 * first["mdr"] + 0.2 * first["distill"]
+             + 3.0 * first["decorrelation_class"])
+    assert_close_scaled(first["loss"], total)
+    assert first["mdr"] > 0 and first["distill"] > 0
+    assert set(second) == {"shared_loss", "decorrelation_shared", "shared_triplets", "loss"}
+    assert_close_scaled(second["loss"],
+                        second["shared_loss"] + 3.0 * second["decorrelation_shared"])
+    names = [g["name"] for g in method.param_groups(1e-3, 0.0)]
+    assert names == ["mdr", "regressor", "shared_loss"]  # the triplet loss has no parameters
+    assert {"mdr.regularizer.mu", "sharing.decorrelation.regressor.0.weight"} <= \
+        method.state_dict().keys()
+    assert method.retrieval_variants() == {"shared": "shared", "concat": ["embedding", "shared"]}
+
+
+def test_mdr_on_the_shared_head_goes_to_the_shared_step():
+    method, model = _full(mdr_head="shared"), _composed_model()
+    batches = _streams(method)
+    first, second = method.steps(model, batches, 0)
+    assert "mdr" not in first and "mdr" in second
+    phi_s = model.embed_heads(batches["shared"][0])["shared"].detach()
+    reg = _full(mdr_head="shared").mdr.regularizer  # fresh statistics: this batch's own
+    assert_close_scaled(second["mdr"], reg(phi_s))
+    assert_close_scaled(second["loss"], second["shared_loss"] + 3.0 *
+                        second["decorrelation_shared"] + 0.5 * second["mdr"])
+
+
+def test_combined_step_is_the_sum_of_both_steps():
+    model, separate, combined = _composed_model(), _full(), _full(combined=True)
+    torch.manual_seed(2)  # the distance-weighted miner samples negatives
+    two = list(separate.steps(model, _streams(separate), 0))
+    torch.manual_seed(2)
+    (one,) = combined.steps(model, _streams(combined), 0)
+    assert_close_scaled(one["loss"], two[0]["loss"] + two[1]["loss"])
+
+
+@pytest.mark.parametrize("loss_weight,parts,message", [
+    (1.0, {"mdr": MDRConfig(head="shared")},
+     "method.parts.mdr.head 'shared' does not exist: heads are embedding (the shared head "
+     "needs method.parts.sharing)"),
+    (1.0, {"mdr": MDRConfig(head="class")}, "method.parts.mdr.head 'class' does not exist"),
+    (0.0, {"mdr": MDRConfig()}, "method.loss_weight=0 leaves the retrieval head without a loss"),
+])
+def test_impossible_compositions_are_one_line_errors(loss_weight, parts, message):
+    from dmlkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        _method(LossConfig(), CLASSES, DIM, loss_weight=loss_weight, **parts)
+    assert "\n" not in str(e.value)
