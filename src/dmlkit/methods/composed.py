@@ -14,7 +14,7 @@ optimizer groups), its state (in the method's state dict, hence in checkpoints) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from dmlkit.methods.mdr import MDRPart
 from dmlkit.methods.sharing import SharingPart
 
 Terms = tuple[dict[str, torch.Tensor], torch.Tensor]  # (logged values, weighted loss term)
+HeadTerms = Callable[[dict[str, torch.Tensor]], Terms]  # gathered heads -> a part's terms
 
 
 def check_composition(cfg: MethodConfig) -> None:
@@ -104,7 +105,7 @@ class ComposedMethod(Method):
         value = self.loss(embeddings, labels, tuples)
         return {"metric_loss": value}, self.loss_weight * value
 
-    def _mdr_on(self, head: str):
+    def _mdr_on(self, head: str) -> HeadTerms | None:
         """MDR's terms on ``head`` of gathered heads (None when MDR is off or elsewhere)."""
         if self.mdr is None or self.mdr.head != head:
             return None

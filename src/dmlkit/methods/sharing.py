@@ -15,6 +15,8 @@ the global batch, with the sampler's (global) surrogate labels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -71,7 +73,8 @@ class SharingPart(nn.Module):
         dec = self.decorrelation(heads["embedding"], heads["shared"])
         return {"decorrelation_class": dec}, self.cfg.decorrelation_weight * dec
 
-    def shared_step(self, model: nn.Module, batch: Batch, iteration: int, extra=None) -> dict:
+    def shared_step(self, model: nn.Module, batch: Batch, iteration: int,
+                    extra: Callable[[dict], tuple[dict, torch.Tensor]] | None = None) -> dict:
         """Shared step's named losses; ``extra(heads) -> (logged, term)`` adds other parts'
         terms on this batch's gathered heads (e.g. MDR on the shared head)."""
         images, labels, _ = batch
