@@ -28,7 +28,7 @@ def main() -> None:
     cfg = config.load(args.preset, args.set)
     data, method, model = build_components(cfg)
     model.train()
-    sharing = cfg.method.sharing
+    sharing = cfg.method.parts.sharing
     pml = {"class": build_loss(cfg.method.loss.model_copy(update={"reducer": None}),
                                method.num_classes, cfg.model.head.dim),
            "shared": build_loss(sharing.shared_loss.model_copy(update={"reducer": None}),
@@ -43,12 +43,12 @@ def main() -> None:
                 out = model.embed_heads(images)
                 if name == "class":
                     emb, y = out["embedding"], method.contiguous(labels)
-                    triplets = method.class_miner(emb, y)
-                    official = method.class_loss(emb, y, triplets)
+                    triplets = method.miner(emb, y)
+                    official = method.loss(emb, y, triplets)
                 else:
                     emb, y = out["shared"], sampler.surrogate_labels(b)
-                    triplets = method.shared_miner(emb, y, exclude_labels=labels)
-                    official = method.shared_loss(emb, y, triplets)
+                    triplets = method.sharing.shared_miner(emb, y, exclude_labels=labels)
+                    official = method.sharing.shared_loss(emb, y, triplets)
                 ratios.append(float(pml[name](emb, y, triplets) / official))
         print(f"{name}: PML / official over {len(ratios)} batches: "
               f"min {min(ratios):.3f}, max {max(ratios):.3f}")

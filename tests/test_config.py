@@ -28,7 +28,7 @@ def test_wrong_type_names_the_key():
 
 def test_overrides_and_extends():
     cfg = config.load("mdr-paper-cars", ["optim.lr=1e-3", "eval.recall_ks=[1, 10]"])
-    assert cfg.method.mdr.weight == 0.2  # from mdr-paper-cars
+    assert cfg.method.parts.mdr.weight == 0.2  # from mdr-paper-cars
     assert cfg.method.loss.reducer == "MeanReducer"  # inherited from mdr-paper-cub
     assert cfg.optim.lr == 1e-3 and cfg.eval.recall_ks == [1, 10]
 

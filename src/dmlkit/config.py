@@ -109,8 +109,12 @@ class LossConfig(Section):
 
 
 class MDRConfig(Section):
-    """Multi-level Distance Regularization (Kim & Park, AAAI 2021)."""
+    """Multi-level Distance Regularization (Kim & Park, AAAI 2021) on one embedding head."""
 
+    head: str = Field(
+        "embedding", description="the regularized head: embedding (the retrieval head, also the "
+        "Guided student) or shared (Sharing Matters' shared head)",
+    )
     weight: float = Field(0.6, ge=0, description="lambda")
     nu: float = Field(0.01, ge=0)
     levels: list[float] = Field(default_factory=lambda: [-3.0, 0.0, 3.0])
@@ -153,7 +157,7 @@ class GuidedConfig(Section):
     master_raw_pixels: bool = Field(
         True, description="feed the master raw 0-255 pixels, as the official code"
     )
-    metric_weight: float = Field(0.0, ge=0, description="weight of an added metric loss")
+    weight: float = Field(1.0, ge=0, description="weight of the distillation term")
     student_val_fraction: float = Field(
         0.0, ge=0, lt=1,
         description="random fraction of the training images held out of the student's training; "
@@ -164,14 +168,71 @@ class GuidedConfig(Section):
     )
 
 
-class MethodConfig(Section):
-    """What a training step computes."""
+class PartsConfig(Section):
+    """The parts added to the base metric loss; a part is on when its section is present."""
 
-    name: Literal["metric", "mdr", "sharing", "guided"] = "metric"
+    mdr: MDRConfig | None = None
+    sharing: SharingConfig | None = None
+    guided: GuidedConfig | None = None
+
+
+class MethodConfig(Section):
+    """What a training step computes: ``loss_weight * loss`` on the retrieval head plus the
+    terms of each part (docs/methods.md)."""
+
     loss: LossConfig = Field(default_factory=LossConfig)
-    mdr: MDRConfig = Field(default_factory=MDRConfig)
-    sharing: SharingConfig = Field(default_factory=SharingConfig)
-    guided: GuidedConfig = Field(default_factory=GuidedConfig)
+    loss_weight: float = Field(
+        1.0, ge=0,
+        description="weight of the base metric loss (0: none, e.g. a pure Guided student)",
+    )
+    parts: PartsConfig = Field(default_factory=PartsConfig)
+
+    @property
+    def label(self) -> str:
+        """Short name: the parts joined by ``+`` (``metric`` without parts)."""
+        on = [k for k, v in self.parts if v is not None]
+        return "+".join(on) or "metric"
+
+
+CONFIG_VERSION = 2
+LEGACY_PARTS = ("mdr", "sharing", "guided")
+
+
+def migrate_v1_method(method: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 (``name: metric|mdr|sharing|guided`` + one section per method) -> parts.
+
+    The named method's section becomes its part; the other sections were unused and are dropped.
+    Guided's ``metric_weight`` becomes ``loss_weight`` (0 by default: the pure student). Keys
+    already in the version-2 form (``parts``, ``loss_weight``) win over migrated ones.
+    """
+    if not any(k in method for k in ("name", *LEGACY_PARTS)):
+        return method
+    out = {k: v for k, v in method.items() if k not in ("name", *LEGACY_PARTS)}
+    name = method.get("name", "metric")
+    if name not in ("metric", *LEGACY_PARTS):
+        raise ConfigError(f"config: 'method.name': one of metric, mdr, sharing, guided "
+                          f"(got {name!r})")
+    parts: dict[str, Any] = {}
+    if name != "metric":
+        section = dict(method.get(name) or {})
+        if name == "guided":
+            out.setdefault("loss_weight", section.pop("metric_weight", 0.0))
+        parts[name] = section
+    out["parts"] = _deep_merge(parts, out.get("parts") or {})
+    return out
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A raw config dict of any version -> the current version (``version`` absent: 1)."""
+    version = data.get("version", 1)
+    if not isinstance(version, int) or version > CONFIG_VERSION or version < 1:
+        raise ConfigError(f"config: 'version' {version!r} is not one this dmlkit reads "
+                          f"(1..{CONFIG_VERSION}): a newer dmlkit wrote it")
+    data = dict(data)
+    if version == 1 and isinstance(data.get("method"), dict):
+        data["method"] = migrate_v1_method(data["method"])
+    data["version"] = CONFIG_VERSION
+    return data
 
 
 class OptimConfig(Section):
@@ -266,8 +327,9 @@ class RunConfig(Section):
 
 
 class Config(Section):
-    """A full, resolved run configuration."""
+    """A full, resolved run configuration (``version``: its form; older forms are migrated)."""
 
+    version: int = CONFIG_VERSION
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -314,7 +376,7 @@ def format_validation_error(err: ValidationError) -> str:
 def from_dict(data: dict[str, Any]) -> Config:
     """Validate a nested dict into a Config; one-line ConfigError on the first problem."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(migrate(data))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
 

@@ -25,7 +25,7 @@ from dmlkit.engine.checkpoint import CheckpointFolder, load_state
 from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.engine.train import train
 from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
-from dmlkit.methods.metric import MetricMethod
+from dmlkit.methods.composed import ComposedMethod
 
 
 def smoke(tmp_path, name, *overrides):
@@ -243,15 +243,15 @@ def test_single_image_classes_are_not_sampled_with_m_of_two_or_more():
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_finishes_the_step_saves_and_exits(tmp_path, monkeypatch, capsys, signum, code):
-    compute, calls = MetricMethod.compute, []
+    class_step, calls = ComposedMethod.class_step, []
 
-    def compute_then_signal(self, embeddings, labels):
+    def step_then_signal(self, model, batch):
         calls.append(1)
         if len(calls) == 13:
             os.kill(os.getpid(), signum)
-        return compute(self, embeddings, labels)
+        return class_step(self, model, batch)
 
-    monkeypatch.setattr(MetricMethod, "compute", compute_then_signal)
+    monkeypatch.setattr(ComposedMethod, "class_step", step_then_signal)
     handler = signal.getsignal(signum)
     code_, _, err = cli(monkeypatch, capsys, "train", "digits-smoke", "--set",
                         f"run.root={tmp_path}", "--set", "run.name=s", "--set", "eval.nmi=false")
@@ -313,19 +313,19 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous(tmp_pa
 
 
 def nan_on_calls(monkeypatch, bad_calls, grad=False):
-    compute, calls = MetricMethod.compute, []
+    class_step, calls = ComposedMethod.class_step, []
 
-    def patched(self, embeddings, labels):
+    def patched(self, model, batch):
         calls.append(1)
-        out = compute(self, embeddings, labels)
+        out = class_step(self, model, batch)
         if len(calls) in bad_calls:
             if grad:  # finite loss (0), NaN gradient: d sqrt(x)/dx at 0 times 0
-                out["loss"] = out["loss"] * 0 + torch.sqrt(embeddings.sum() * 0)
+                out["loss"] = out["loss"] * 0 + torch.sqrt(out["metric_loss"] * 0)
             else:
                 out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(MetricMethod, "compute", patched)
+    monkeypatch.setattr(ComposedMethod, "class_step", patched)
 
 
 def test_non_finite_loss_names_the_last_checkpoint_file(tmp_path, monkeypatch):

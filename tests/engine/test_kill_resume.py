@@ -118,3 +118,39 @@ def test_sigint_checkpoints_and_exits_130(tmp_path):
     state, weights = folder.load(epoch, batch)
     assert (epoch, batch) == (state["epoch"], state["batch"]) and batch > 0 and weights
     assert load_weights(folder.files(epoch, batch)[1])
+
+
+# Sharing (two steps per iteration) + MDR on the class head + Guided (master and cached targets):
+# every part's state and both streams' positions resume exactly.
+COMPOSED = ["train", "compose-smoke", "--set", "eval.nmi=false", "--set", "train.epochs=2",
+            "--set", "train.checkpoint_every=2", "--set", "eval.evaluate_untrained=false"]
+
+
+@pytest.mark.slow
+def test_full_composition_killed_mid_epoch_resumes_exactly(tmp_path):
+    def composed(name):
+        cmd, kw = dmlkit(*COMPOSED, "--set", f"run.root={tmp_path}", "--set", f"run.name={name}",
+                         root=tmp_path)
+        return cmd, kw
+
+    cmd, kw = composed("full")
+    res = subprocess.run(cmd, timeout=300, **kw)
+    assert res.returncode == 0, res.stderr
+    cmd, kw = composed("killed")
+    proc = subprocess.Popen(cmd, **kw)
+    wait_for_mid_epoch_checkpoint(proc, tmp_path / "killed" / "checkpoints", batch=4,
+                                  timeout=240.0)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    folder = CheckpointFolder(tmp_path / "killed" / "checkpoints")
+    state, _ = folder.load(*folder.pairs()[-1])
+    assert {"mdr.regularizer.mu", "sharing.decorrelation.regressor.0.weight"} <= \
+        state["method"].keys()
+    res = run("train", "--resume", str(tmp_path / "killed"), root=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "(epoch 1, after iteration" in res.stdout
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("full", "killed"))
+    for key in ("final", "final_shared", "final_concat", "best_val"):
+        assert b[key] == a[key], key
+    assert metrics_rows(tmp_path / "killed") == metrics_rows(tmp_path / "full")

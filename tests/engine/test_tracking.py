@@ -97,7 +97,7 @@ def test_sigkill_and_resume_log_every_step_exactly_once(tmp_path):
     client, run, history = mlflow_history(tmp_path, run_dir)
     check(history, want, rel=1e-12)
     cfg = config_mod.load(str(run_dir / "config.yaml"))
-    assert run.data.params["method.mdr.levels"] == str(cfg.method.mdr.levels)
+    assert run.data.params["method.parts.mdr.levels"] == str(cfg.method.parts.mdr.levels)
     assert run.data.params["optim.lr"] == str(cfg.optim.lr) and run.info.status == "FINISHED"
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"report.md", "metrics.csv", "losses.png", "mdr_levels.png"} <= files

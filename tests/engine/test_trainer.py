@@ -10,7 +10,7 @@ from dmlkit.engine.checkpoint import load_state, save_state
 from dmlkit.engine.train import build_components, train
 from dmlkit.engine.trainer import Trainer
 from dmlkit.errors import CheckpointError, ConfigError, TrainingError
-from dmlkit.methods.metric import MetricMethod
+from dmlkit.methods.composed import ComposedMethod
 
 
 def smoke(tmp_path, *overrides):
@@ -60,9 +60,10 @@ def test_keeps_last_n_checkpoints(tmp_path):
 
 def test_non_finite_loss_is_reported(tmp_path, monkeypatch):
     def nan_compute(self, embeddings, labels):
-        return {"loss": embeddings.sum() * float("nan")}
+        value = embeddings.sum() * float("nan")
+        return {"metric_loss": value}, value
 
-    monkeypatch.setattr(MetricMethod, "compute", nan_compute)
+    monkeypatch.setattr(ComposedMethod, "compute", nan_compute)
     with pytest.raises(TrainingError, match=r"non-finite loss at epoch 1, iteration 1"):
         train(smoke(tmp_path, "run.name=nan"))
 

@@ -16,6 +16,7 @@ from dmlkit.config import (
     LossConfig,
     MethodConfig,
     ModelConfig,
+    PartsConfig,
     TrainConfig,
 )
 from dmlkit.data.build import build_data
@@ -24,7 +25,8 @@ from dmlkit.data.random_batch_sampler import RandomBatchSampler
 from dmlkit.errors import ConfigError
 from dmlkit.methods import guided as guided_mod
 from dmlkit.methods.build import build_method
-from dmlkit.methods.guided import GuidedMethod
+from dmlkit.methods.composed import ComposedMethod
+from dmlkit.methods.guided import GuidedPart
 from dmlkit.models.embedding_model import build_model
 from dmlkit.models.multi_branch_master import MultiBranchMaster
 from numeric import assert_close_scaled
@@ -41,9 +43,16 @@ def data():
     return build_data(DIGITS, seed=1)
 
 
-def _guided(data, **kw) -> GuidedMethod:
+def _method(guided: GuidedConfig, loss: LossConfig, classes, dim: int,
+                 loss_weight: float = 0.0) -> ComposedMethod:
+    """Guided alone (``loss_weight`` 0: the pure student) or with the base metric loss."""
+    cfg = MethodConfig(loss=loss, loss_weight=loss_weight, parts=PartsConfig(guided=guided))
+    return ComposedMethod(cfg, classes, dim)
+
+
+def _guided(data, **kw) -> ComposedMethod:
     cfg = GuidedConfig(master_epochs=1, master_batch_size=8, **kw)
-    return GuidedMethod(cfg, LossConfig(), data.splits.train.classes, 2)
+    return _method(cfg, LossConfig(), data.splits.train.classes, 2)
 
 
 def _recording(fn, calls: list):
@@ -58,9 +67,9 @@ def _recording(fn, calls: list):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Arguments of every GuidedMethod.train_master and compute_master_targets call."""
+    """Arguments of every GuidedPart.train_master and compute_master_targets call."""
     train, compute = [], []
-    monkeypatch.setattr(GuidedMethod, "train_master", _recording(GuidedMethod.train_master, train))
+    monkeypatch.setattr(GuidedPart, "train_master", _recording(GuidedPart.train_master, train))
     monkeypatch.setattr(guided_mod, "compute_master_targets",
                         _recording(guided_mod.compute_master_targets, compute))
     return train, compute
@@ -75,7 +84,7 @@ def test_prepare_trains_the_master_once_and_reuses_it(data, tmp_path, calls):
                                                                  "master.safetensors"}
     assert (tmp_path / "targets" / "master.safetensors").is_file()
     n = len(data.splits.train)
-    assert first.targets.shape == (n, 2) and torch.isfinite(first.targets).all()
+    assert first.guided.targets.shape == (n, 2) and torch.isfinite(first.guided.targets).all()
     cost = first.summary()
     assert cost["num_targets"] == n and cost["master_seconds"] >= 0
     assert cost["targets_seconds"] >= 0
@@ -92,19 +101,19 @@ def test_prepare_trains_the_master_once_and_reuses_it(data, tmp_path, calls):
     with torch.no_grad():
         for i in (0, n // 2, n - 1):
             emb, _ = master(master_images[i][0][None], torch.tensor([labels[i]]))
-            torch.testing.assert_close(first.targets[i], emb[0])
+            torch.testing.assert_close(first.guided.targets[i], emb[0])
 
     second = _guided(data)
     second.prepare(None, data, tmp_path, CPU)
     assert (len(train), len(compute)) == (1, 1)
-    assert torch.equal(second.targets, first.targets)
+    assert torch.equal(second.guided.targets, first.guided.targets)
 
     # another master config: trained again, new targets
     third = _guided(data, master_raw_pixels=False)
     third.prepare(None, data, tmp_path, CPU)
     assert (len(train), len(compute)) == (2, 2)
     assert float(train[1][1][0][0].max()) <= 1
-    assert not torch.equal(third.targets, first.targets)
+    assert not torch.equal(third.guided.targets, first.guided.targets)
 
 
 def _student_batch(n: int = 4):
@@ -115,14 +124,14 @@ def _student_batch(n: int = 4):
 
 def test_student_step_regresses_targets_by_sample_index_without_labels(data):
     method = _guided(data)
-    method.targets = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
+    method.guided.targets = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
     model = nn.Linear(5, 2)
     images, labels, index = _student_batch()
     (out,) = method.steps(model, {"class": (images, labels, index)}, 0)
     assert set(out) == {"distill", "loss"}
     emb = model(images)
-    expected = np.mean([(emb[k] - method.targets[i]).norm().item()
+    expected = np.mean([(emb[k] - method.guided.targets[i]).norm().item()
                         for k, i in enumerate(index.tolist())])
     assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
     assert torch.equal(out["loss"], out["distill"])
@@ -134,10 +143,10 @@ def test_student_step_regresses_targets_by_sample_index_without_labels(data):
     assert set(samplers) == {"class"} and isinstance(samplers["class"], RandomBatchSampler)
 
 
-def test_metric_weight_adds_a_metric_loss(data):
+def test_loss_weight_adds_a_metric_loss(data):
     classes = np.array([3, 5, 8])
-    method = GuidedMethod(GuidedConfig(metric_weight=0.5), LossConfig(), classes, 2)
-    method.targets = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+    method = _method(GuidedConfig(), LossConfig(), classes, 2, loss_weight=0.5)
+    method.guided.targets = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
     model = nn.Linear(5, 2)
     images = torch.randn(9, 5, generator=torch.Generator().manual_seed(2))
@@ -153,16 +162,16 @@ def test_metric_weight_adds_a_metric_loss(data):
     samplers = method.batch_samplers(np.repeat(classes, 8), TrainConfig(batch_size=6,
                                                                        m_per_class=2))
     assert isinstance(samplers["class"], MPerClassBatchSampler)
-    proxies = GuidedMethod(GuidedConfig(metric_weight=1.0),
+    proxies = _method(GuidedConfig(),
                            LossConfig(name="ProxyAnchorLoss", params={}, miner=None),
-                           classes, 2)
+                           classes, 2, loss_weight=1.0)
     (group,) = proxies.param_groups(1e-3, 0.0)
     assert group["params"] == [proxies.loss.proxies]
 
 
 def test_teacher_run_needs_a_run_directory():
     with pytest.raises(ConfigError, match="teacher_run"):
-        GuidedMethod(GuidedConfig(teacher="run"), LossConfig(), np.arange(3), 2)
+        _method(GuidedConfig(teacher="run"), LossConfig(), np.arange(3), 2)
 
 
 def _teacher_run(path, dim: int):
@@ -182,7 +191,7 @@ def test_teacher_run_gives_the_targets(data, tmp_path):
     assert (tmp_path / "student" / "targets" / "teacher.safetensors").is_file()
     with torch.no_grad():
         expected = teacher(torch.stack([data.train_eval[i][0] for i in range(3)]))
-    assert_close_scaled(method.targets[:3], expected, rel=1e-4)
+    assert_close_scaled(method.guided.targets[:3], expected, rel=1e-4)
 
 
 def test_mismatched_dims_are_config_errors(data, tmp_path):
@@ -192,7 +201,7 @@ def test_mismatched_dims_are_config_errors(data, tmp_path):
         method.prepare(None, data, tmp_path / "student", CPU)
     # a student head of another size than the method's targets
     method = _guided(data)
-    method.targets = torch.zeros(20, 2)
+    method.guided.targets = torch.zeros(20, 2)
     images, labels, index = _student_batch()
     with pytest.raises(ConfigError, match="embedding dim"):
         next(method.steps(nn.Linear(5, 3), {"class": (images, labels, index)}, 0))
@@ -200,11 +209,13 @@ def test_mismatched_dims_are_config_errors(data, tmp_path):
 
 def test_build_method_wires_the_guided_config():
     cfg = Config(model=ModelConfig(head=HeadConfig(dim=2)), train=TrainConfig(seed=5),
-                 method=MethodConfig(name="guided", guided=GuidedConfig(master_margin=2.0)))
+                 method=MethodConfig(loss_weight=0.0,
+                                     parts=PartsConfig(guided=GuidedConfig(master_margin=2.0))))
     method = build_method(cfg, np.array([0, 1, 2]))
-    assert isinstance(method, GuidedMethod)
-    assert method.dim == 2 and method.seed == 5 and method.cfg.master_margin == 2.0
-    assert method.master_config(1, (28, 28))["seed"] == 5
+    assert isinstance(method, ComposedMethod) and isinstance(method.guided, GuidedPart)
+    g = method.guided
+    assert g.dim == 2 and g.seed == 5 and g.cfg.master_margin == 2.0
+    assert method.guided.master_config(1, (28, 28))["seed"] == 5
 
 
 def test_master_cache_is_keyed_by_the_training_set(data):
@@ -223,7 +234,7 @@ def test_student_split_and_validation_loss(data, tmp_path):
     the 90 %, and per epoch ``evaluate_step``: eval mode, unshuffled batches of the training
     batch size, the mean of the per-batch mean L2 distances."""
     method = _guided(data, student_val_fraction=0.1)
-    method.batch_size = 3
+    method.guided.batch_size = 3
     n = len(data.splits.train)
     val_size = int(n * 0.10)
     sampler = method.batch_samplers(data.splits.train.labels,
@@ -232,9 +243,9 @@ def test_student_split_and_validation_loss(data, tmp_path):
     trained = sorted(i for b in sampler for i in b)
     assert sampler.drop_last and len(trained) == (n - val_size) // 4 * 4
     method.prepare(None, data, tmp_path, CPU)
-    held = list(method.held_out.indices)
+    held = list(method.guided.held_out.indices)
     assert len(held) == val_size and not set(held) & set(trained)
-    assert sorted(held + list(method.student_split(n)[0])) == list(range(n))
+    assert sorted(held + list(method.guided.student_split(n)[0])) == list(range(n))
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 8), nn.BatchNorm1d(8),
@@ -250,13 +261,13 @@ def test_student_split_and_validation_loss(data, tmp_path):
         for start in range(0, val_size, 3):
             idx = held[start : start + 3]
             out = model(torch.stack([data.train[i][0] for i in idx]))
-            batch_means.append((out - method.targets[idx]).norm(dim=1).mean().item())
+            batch_means.append((out - method.guided.targets[idx]).norm(dim=1).mean().item())
     assert len(batch_means) == -(-val_size // 3)
     assert logs == {"val_loss": pytest.approx(float(np.mean(batch_means)), rel=1e-5)}
     # without a held-out set: all images train, nothing is logged
     plain = _guided(data)
     plain.prepare(None, data, tmp_path, CPU)
-    assert plain.held_out is None and plain.validation_logs(model, CPU) == {}
+    assert plain.guided.held_out is None and plain.validation_logs(model, CPU) == {}
 
 
 def test_student_drop_last_false_keeps_the_partial_batch(data):
@@ -268,8 +279,8 @@ def test_student_drop_last_false_keeps_the_partial_batch(data):
 
 def test_official_student_options_need_random_batches():
     for kw in ({"student_val_fraction": 0.1}, {"student_drop_last": False}):
-        with pytest.raises(ConfigError, match="metric_weight"):
-            GuidedMethod(GuidedConfig(metric_weight=1.0, **kw), LossConfig(), np.arange(3), 2)
+        with pytest.raises(ConfigError, match="loss_weight > 0"):
+            _method(GuidedConfig(**kw), LossConfig(), np.arange(3), 2, loss_weight=1.0)
 
 
 def test_val_loss_is_logged_per_epoch_in_metrics_csv(tmp_path):
@@ -278,9 +289,11 @@ def test_val_loss_is_logged_per_epoch_in_metrics_csv(tmp_path):
     cfg = config_mod.load("guided-small", [
         f"run.root={tmp_path}", "data.name=digits", "data.image_size=16",
         "data.max_per_class=30", "model.head.dim=2", "train.epochs=2", "eval.nmi=false",
-        "eval.evaluate_untrained=false", "method.guided.master_epochs=1",
-        "method.guided.master_batch_size=8", "method.guided.student_val_fraction=0.1",
-        "method.guided.student_drop_last=false", "train.batch_size=32", "eval.batch_divisor=30",
+        "eval.evaluate_untrained=false", "method.parts.guided.master_epochs=1",
+        "method.parts.guided.master_batch_size=8",
+        "method.parts.guided.student_val_fraction=0.1",
+        "method.parts.guided.student_drop_last=false", "train.batch_size=32",
+        "eval.batch_divisor=30",
     ])
     run = train(cfg)
     rows = list(csv.DictReader((run.path / "metrics.csv").open()))

@@ -12,6 +12,7 @@ from dmlkit.config import (
     MethodConfig,
     ModelConfig,
     OptimConfig,
+    PartsConfig,
     SharingConfig,
     TrainConfig,
 )
@@ -20,7 +21,7 @@ from dmlkit.data.surrogate_label_sampler import SurrogateLabelBatchSampler
 from dmlkit.data.transforms import build_transform
 from dmlkit.engine.trainer import build_optimizer
 from dmlkit.methods.build import build_method
-from dmlkit.methods.sharing import SharingMethod
+from dmlkit.methods.composed import ComposedMethod
 from dmlkit.models.embedding_model import build_model
 
 CLASSES = np.array([1, 4, 6, 9])
@@ -41,7 +42,7 @@ def _config(combined: bool = False) -> Config:
                             regressor_hidden=16, combined_step=combined)
     return Config(
         model=ModelConfig(backbone="small_cnn", head=HeadConfig(dim=8)),
-        method=MethodConfig(name="sharing", loss=loss, sharing=sharing),
+        method=MethodConfig(loss=loss, parts=PartsConfig(sharing=sharing)),
         optim=OptimConfig(name="adam", lr=1e-3, weight_decay=4e-4),
         train=TrainConfig(batch_size=16, m_per_class=4, seed=3),
     )
@@ -69,8 +70,8 @@ def _setup(combined: bool = False):
     torch.manual_seed(0)
     cfg = _config(combined)
     method = build_method(cfg, CLASSES)
-    assert isinstance(method, SharingMethod)
-    model = build_model(cfg.model, 1, extra_heads={"shared": cfg.method.sharing.shared_dim})
+    assert isinstance(method, ComposedMethod) and method.sharing is not None
+    model = build_model(cfg.model, 1, extra_heads={"shared": cfg.method.parts.sharing.shared_dim})
     samplers = method.batch_samplers(LABELS, cfg.train)
     return cfg, method, model, samplers
 
@@ -101,10 +102,10 @@ def test_two_streams(images):
     assert set(samplers) == {"class", "shared"}
     assert isinstance(samplers["class"], MPerClassBatchSampler)
     assert isinstance(samplers["shared"], SurrogateLabelBatchSampler)
-    assert samplers["shared"] is method.shared_sampler
+    assert samplers["shared"] is method.sharing.shared_sampler
     batches = _batches(samplers, images)
     assert len(batches["shared"][0]) == cfg.train.batch_size
-    surrogate = method.shared_sampler.surrogate_labels(0)
+    surrogate = method.sharing.shared_sampler.surrogate_labels(0)
     assert surrogate.view(-1, cfg.train.m_per_class).unique(dim=1).shape[1] == 1  # blocks of m
 
 
@@ -116,16 +117,16 @@ def test_two_optimizer_steps_change_every_parameter_group(images):
     # official main_shared_features.py: the regressor (AdvLoss) trains at the model's lr
     assert names["regressor"]["lr"] == names["model"]["lr"] == 1e-3
     assert names["regressor"]["weight_decay"] == 1e-6
-    assert names["loss"]["params"] == [method.class_loss.beta]
-    assert names["shared_loss"]["params"] == [method.shared_loss.beta]
+    assert names["loss"]["params"] == [method.loss.beta]
+    assert names["shared_loss"]["params"] == [method.sharing.shared_loss.beta]
     for name in ("loss", "shared_loss"):  # the shared loss has no lr of its own: the class one's
         assert names[name]["lr"] == 5e-4 and names[name]["weight_decay"] == 0.0
-    assert method.class_loss.beta.shape == (4,) and method.shared_loss.beta.shape == (10,)
+    assert method.loss.beta.shape == (4,) and method.sharing.shared_loss.beta.shape == (10,)
 
     tracked = {
         **{f"model.{n}": p for n, p in model.named_parameters()},
-        **{f"regressor.{n}": p for n, p in method.decorrelation.named_parameters()},
-        "class_beta": method.class_loss.beta, "shared_beta": method.shared_loss.beta,
+        **{f"regressor.{n}": p for n, p in method.sharing.decorrelation.named_parameters()},
+        "class_beta": method.loss.beta, "shared_beta": method.sharing.shared_loss.beta,
     }
     before = {n: p.detach().clone() for n, p in tracked.items()}
     outs = _train_iteration(method, model, optimizer, _batches(samplers, images))
@@ -135,21 +136,21 @@ def test_two_optimizer_steps_change_every_parameter_group(images):
     assert any(n.startswith("model.heads.shared") for n in tracked)
     # the class step moves only the betas of the batch's classes' anchors; the shared step the
     # betas of the surrogate labels in its batch
-    used = method.shared_sampler.surrogate_labels(0).unique()
-    moved = (before["shared_beta"] != method.shared_loss.beta.detach()).nonzero().flatten()
+    used = method.sharing.shared_sampler.surrogate_labels(0).unique()
+    moved = (before["shared_beta"] != method.sharing.shared_loss.beta.detach()).nonzero().flatten()
     assert set(moved.tolist()) <= set(used.tolist())
 
 
 def test_regressor_lr_of_its_own():
     cfg = _config()
-    cfg.method.sharing.regressor_lr = 1e-5
+    cfg.method.parts.sharing.regressor_lr = 1e-5
     groups = {g["name"]: g for g in build_method(cfg, CLASSES).param_groups(1e-3, 0.0)}
     assert groups["regressor"]["lr"] == 1e-5
 
 
 def test_shared_loss_lr():
     cfg = _config()
-    cfg.method.sharing.shared_loss.lr = 2e-3
+    cfg.method.parts.sharing.shared_loss.lr = 2e-3
     groups = {g["name"]: g for g in build_method(cfg, CLASSES).param_groups(1e-3, 0.0)}
     assert groups["loss"]["lr"] == 5e-4 and groups["shared_loss"]["lr"] == 2e-3
     cfg.method.loss.lr = None
@@ -161,10 +162,10 @@ def test_steps_and_their_losses(images):
     _, method, model, samplers = _setup()
     batches = _batches(samplers, images)
     first, second = method.steps(model, batches, 0)
-    assert set(first) == {"class_loss", "decorrelation_class", "loss"}
+    assert set(first) == {"metric_loss", "decorrelation_class", "loss"}
     assert set(second) == {"shared_loss", "decorrelation_shared", "shared_triplets", "loss"}
     torch.testing.assert_close(
-        first["loss"], first["class_loss"] + DISW * first["decorrelation_class"])
+        first["loss"], first["metric_loss"] + DISW * first["decorrelation_class"])
     torch.testing.assert_close(
         second["loss"], second["shared_loss"] + DISW * second["decorrelation_shared"])
     for out in (first, second):
@@ -173,18 +174,18 @@ def test_steps_and_their_losses(images):
 
     _, combined, model, samplers = _setup(combined=True)
     (only,) = combined.steps(model, _batches(samplers, images), 0)
-    parts = {"class_loss", "shared_loss", "decorrelation_class", "decorrelation_shared"}
+    parts = {"metric_loss", "shared_loss", "decorrelation_class", "decorrelation_shared"}
     assert parts <= only.keys()
     torch.testing.assert_close(
         only["loss"],
-        only["class_loss"] + only["shared_loss"]
+        only["metric_loss"] + only["shared_loss"]
         + DISW * (only["decorrelation_class"] + only["decorrelation_shared"]),
     )
 
 
 def test_decorrelation_trains_the_regressor_in_both_steps(images):
     _, method, model, samplers = _setup()
-    regressor = list(method.decorrelation.parameters())
+    regressor = list(method.sharing.decorrelation.parameters())
     for out in method.steps(model, _batches(samplers, images), 0):
         for p in regressor:
             p.grad = None
@@ -194,12 +195,12 @@ def test_decorrelation_trains_the_regressor_in_both_steps(images):
 
 def test_shared_negatives_differ_in_surrogate_label_and_true_class(images):
     _, method, model, samplers = _setup()
-    method.shared_miner = spy = Spy(method.shared_miner)
+    method.sharing.shared_miner = spy = Spy(method.sharing.shared_miner)
     for b in range(2):
         batches = _batches(samplers, images, b)
         list(method.steps(model, batches, b))
         surrogate, true, (a, p, n) = spy.calls[-1]
-        assert torch.equal(surrogate, method.shared_sampler.surrogate_labels(b))
+        assert torch.equal(surrogate, method.sharing.shared_sampler.surrogate_labels(b))
         assert torch.equal(true, batches["shared"][1])
         assert len(a) > 0
         assert torch.all(a != p) and torch.all(surrogate[a] == surrogate[p])
@@ -227,9 +228,10 @@ def test_sharing_presets_follow_the_official_code(preset):
     """Official: margin loss / triplets with an active term in both streams (losses.py), no flip
     on the shared stream (datasets.py RandomizedDataset_wLabel), regressor lr = model lr."""
     cfg = config.load(preset)
-    assert cfg.method.loss.reducer == cfg.method.sharing.shared_loss.reducer == "AvgNonZeroReducer"
-    assert cfg.method.sharing.shared_loss.name == "MarginLoss"
-    assert cfg.method.sharing.regressor_lr is None
+    sharing = cfg.method.parts.sharing
+    assert cfg.method.loss.reducer == sharing.shared_loss.reducer == "AvgNonZeroReducer"
+    assert cfg.method.parts.sharing.shared_loss.name == "MarginLoss"
+    assert cfg.method.parts.sharing.regressor_lr is None
     shared = cfg.data.stream_transforms.get("shared", cfg.data.transform)
     ops = build_transform(shared, True, 32, 3).transforms
     assert not any(isinstance(op, v2.RandomHorizontalFlip) for op in ops)

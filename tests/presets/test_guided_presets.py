@@ -4,7 +4,7 @@ Learning, MyModel_CIFAR10.py, MyModel_MNIST.py, MyModel_Fashion.py, read at comm
 import pytest
 
 from dmlkit import config
-from dmlkit.config import Config
+from dmlkit.config import Config, GuidedConfig, MethodConfig, PartsConfig
 
 # (dataset, master batch, master epochs, beta, student batch, plateau factor, plateau patience)
 OFFICIAL = {
@@ -19,7 +19,7 @@ def test_paper_presets_have_the_official_values(name):
     cfg = config.load(name)
     key = "guided-paper-fashion-mnist" if name == "guided-fashion-mnist" else name
     data, master_batch, master_epochs, beta, batch, factor, patience = OFFICIAL[key]
-    g = cfg.method.guided
+    g = cfg.method.parts.guided
     assert cfg.data.name == data and cfg.data.protocol == "closed_set"
     assert cfg.data.transform == "raw255" and g.master_raw_pixels  # 0-255 pixels, both stages
     assert (g.master_batch_size, g.master_epochs, g.master_beta) == (master_batch,
@@ -42,20 +42,21 @@ def test_paper_presets_have_the_official_values(name):
 @pytest.mark.parametrize("name", ["guided-small", "guided-cifar10-cpu"])
 def test_cpu_presets_keep_dmlkit_defaults(name):
     cfg = config.load(name)
-    g = cfg.method.guided
+    g = cfg.method.parts.guided
     assert (cfg.model.init, g.student_val_fraction, g.student_drop_last) == ("torchvision", 0.0,
                                                                              True)
     assert (cfg.eval.batch_divisor, cfg.eval.kmeans_seed) == (None, 0)
 
 
 def test_configs_without_the_new_keys_keep_the_old_behaviour():
-    old = Config().to_dict()
+    old = Config(method=MethodConfig(parts=PartsConfig(guided=GuidedConfig()),
+                                     loss_weight=0.0)).to_dict()
     for section, key in (("model", "init"), ("eval", "batch_divisor"), ("eval", "kmeans_seed"),
                          ("eval", "classification")):
         del old[section][key]
-    del old["method"]["guided"]["student_val_fraction"]
-    del old["method"]["guided"]["student_drop_last"]
+    del old["method"]["parts"]["guided"]["student_val_fraction"]
+    del old["method"]["parts"]["guided"]["student_drop_last"]
     cfg = config.from_dict(old)
-    assert cfg.model.init == "torchvision" and cfg.method.guided.student_val_fraction == 0.0
-    assert cfg.method.guided.student_drop_last and cfg.eval.batch_divisor is None
+    assert cfg.model.init == "torchvision" and cfg.method.parts.guided.student_val_fraction == 0.0
+    assert cfg.method.parts.guided.student_drop_last and cfg.eval.batch_divisor is None
     assert cfg.eval.kmeans_seed == 0 and not cfg.eval.classification

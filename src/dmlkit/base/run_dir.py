@@ -104,7 +104,8 @@ class RunDir:
     def create(cls, cfg: Config) -> RunDir:
         """A new run directory in state ``running``; an existing run is never reused
         (``name-2``, ``name-3``...)."""
-        name = cfg.run.name or f"{cfg.data.name}-{cfg.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = cfg.run.name or f"{cfg.data.name}-{cfg.method.label}-{stamp}"
         root = Path(cfg.run.root)
         path, n = root / name, 1
         while (path / "config.yaml").exists():

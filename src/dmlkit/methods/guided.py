@@ -6,13 +6,14 @@ with ``(1 - beta) * triplet(margin) + beta * mean ||f_a - f_p||`` (branch featur
 training image then goes through its own class's branch; these target embeddings are written
 to the run directory (keyed by the master's config and weights hashes) and reused.
 
-Stage two (the trainer's loop): the student regresses the cached targets,
-``mean_i ||s(x_i) - t_i||_2``; no labels are needed (plus, optionally, ``metric_weight`` times a
-metric loss, which does use labels). ``teacher: run`` takes the targets from any trained dmlkit
-run instead (embedding-level distillation). As the official code, ``student_val_fraction``
-holds a random fraction of the training images out of the student's batches and logs their
-distillation loss each epoch (``val_loss``, eval mode, mean of per-batch means), and
-``student_drop_last=false`` keeps the last partial batch.
+Stage two (the trainer's loop, a part of a composed method): the student regresses the cached
+targets, ``weight * mean_i ||s(x_i) - t_i||_2``; no labels are needed (the composed method's
+``loss_weight`` adds the base metric loss, which does use labels; 0: the paper's student).
+``teacher: run`` takes the targets from any trained dmlkit run instead (embedding-level
+distillation). As the official code, ``student_val_fraction`` holds a random fraction of the
+training images out of the student's batches and logs their distillation loss each epoch
+(``val_loss``, eval mode, mean of per-batch means), and ``student_drop_last=false`` keeps the
+last partial batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,8 @@ from torch.utils.data import DataLoader, Subset
 
 from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.base.files import load_weights, save_weights
-from dmlkit.base.process_group import gather
 from dmlkit.base.progress import bar, phase
-from dmlkit.config import GuidedConfig, LossConfig, TrainConfig
+from dmlkit.config import GuidedConfig, TrainConfig
 from dmlkit.data.class_pair_triplets import build_class_pair_triplets
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.holdout import random_holdout
@@ -41,14 +41,12 @@ from dmlkit.data.transforms import build_transform
 from dmlkit.errors import ConfigError
 from dmlkit.losses.distill import EmbeddingDistillationLoss
 from dmlkit.losses.guided_master_loss import GuidedMasterLoss
-from dmlkit.methods.base import Batch
 from dmlkit.methods.guided_targets import (
     compute_master_targets,
     config_hash,
     load_or_compute,
     targets_from_model,
 )
-from dmlkit.methods.metric import MetricMethod
 from dmlkit.models.multi_branch_master import MultiBranchMaster
 from dmlkit.models.run_model import load_run_model
 
@@ -70,20 +68,23 @@ def training_set_key(catalog) -> str:
     return h.hexdigest()
 
 
-class GuidedMethod(MetricMethod):
-    """The student stage; ``prepare`` trains (or loads) the teacher and caches its targets."""
+class GuidedPart(nn.Module):
+    """The student's distillation term; ``prepare`` trains (or loads) the teacher and caches
+    its targets. ``labelled``: the composed method also has a metric loss (M-per-class
+    batches), else the student draws random batches of its share of the training images."""
 
     def __init__(
-        self, cfg: GuidedConfig, loss: LossConfig, classes: np.ndarray, embedding_dim: int,
-        seed: int = 0, batch_size: int = 64,
+        self, cfg: GuidedConfig, classes, embedding_dim: int, seed: int = 0,
+        batch_size: int = 64, labelled: bool = False,
     ) -> None:
-        super().__init__(loss, classes, embedding_dim)
+        super().__init__()
         if cfg.teacher == "run" and not cfg.teacher_run:
-            raise ConfigError("method.guided.teacher_run must name a run directory")
-        if cfg.metric_weight > 0 and (cfg.student_val_fraction > 0 or not cfg.student_drop_last):
-            raise ConfigError("method.guided.metric_weight > 0 samples M-per-class batches: "
+            raise ConfigError("method.parts.guided.teacher_run must name a run directory")
+        if labelled and (cfg.student_val_fraction > 0 or not cfg.student_drop_last):
+            raise ConfigError("method.loss_weight > 0 with guided samples M-per-class batches: "
                               "set student_val_fraction=0 and student_drop_last=true")
         self.cfg, self.seed, self.dim, self.batch_size = cfg, seed, embedding_dim, batch_size
+        self.class_ids = [int(c) for c in classes]
         self.distill = EmbeddingDistillationLoss()
         self.timings: dict[str, float] = {}
         self.held_out: Subset | None = None  # the student's validation images (set by prepare)
@@ -93,23 +94,24 @@ class GuidedMethod(MetricMethod):
         """(trained, held-out) indices of the ``n`` training images: ``student_val_fraction``."""
         return random_holdout(n, self.cfg.student_val_fraction, self.seed)
 
-    def batch_samplers(self, labels, cfg: TrainConfig):
-        if self.cfg.metric_weight > 0:  # a metric loss needs classes in the batch
-            return super().batch_samplers(labels, cfg)
+    def class_batch_sampler(self, labels: np.ndarray, cfg: TrainConfig) -> RandomBatchSampler:
+        """The unlabelled student's stream: random batches of its training images."""
         kept, _ = self.student_split(len(labels))
-        return {"class": RandomBatchSampler(len(labels), cfg.batch_size, cfg.seed,
-                                            cfg.batches_per_epoch, indices=kept,
-                                            drop_last=self.cfg.student_drop_last)}
+        return RandomBatchSampler(len(labels), cfg.batch_size, cfg.seed, cfg.batches_per_epoch,
+                                  indices=kept, drop_last=self.cfg.student_drop_last)
 
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        return super().param_groups(lr, weight_decay) if self.cfg.metric_weight > 0 else []
+    def terms(self, embeddings: torch.Tensor, index: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """(logged ``{"distill": mean ||s_i - t_i||}``, ``weight * distill``) of gathered
+        student embeddings and sample indices."""
+        value = self.distill(embeddings, self.targets[index])
+        return {"distill": value}, self.cfg.weight * value
 
     # ------------------------------------------------------------------ stage one
     def master_config(self, in_channels: int, image_size: tuple[int, int],
                       data_key: str = "") -> dict:
         """Everything the master's weights depend on (its cache key), the training set included."""
         c = self.cfg
-        return {"data": data_key, "classes": self.classes.tolist(), "in_channels": in_channels,
+        return {"data": data_key, "classes": self.class_ids, "in_channels": in_channels,
                 "image_size": list(image_size), "out_dim": self.dim, "epochs": c.master_epochs,
                 "lr": c.master_lr, "margin": c.master_margin, "beta": c.master_beta,
                 "batch_size": c.master_batch_size, "raw_pixels": c.master_raw_pixels,
@@ -119,7 +121,7 @@ class GuidedMethod(MetricMethod):
                      device: torch.device, log=print) -> MultiBranchMaster:
         """Stage one: SGD on the fixed class-pair triplet set (each batch one class pair)."""
         torch.manual_seed(self.seed)
-        master = MultiBranchMaster(self.classes.tolist(), master_cfg["in_channels"],
+        master = MultiBranchMaster(self.class_ids, master_cfg["in_channels"],
                                    tuple(master_cfg["image_size"]), self.dim).to(device)
         triplets = build_class_pair_triplets(labels, batch_size=self.cfg.master_batch_size,
                                              seed=self.seed)
@@ -215,7 +217,7 @@ class GuidedMethod(MetricMethod):
         key = config_hash(master_cfg)
         meta = folder / "master.json"
         if meta.is_file() and json.loads(meta.read_text()).get("config_hash") == key:
-            master = MultiBranchMaster(self.classes.tolist(), master_cfg["in_channels"],
+            master = MultiBranchMaster(self.class_ids, master_cfg["in_channels"],
                                        tuple(master_cfg["image_size"]), self.dim)
             master.load_state_dict(load_weights(folder / "master.safetensors"))
             return master.to(device).eval()
@@ -223,16 +225,3 @@ class GuidedMethod(MetricMethod):
         save_weights(master.state_dict(), folder / "master.safetensors")
         atomic_write_bytes(meta, json.dumps({"config_hash": key, **master_cfg}).encode())
         return master
-
-    # ------------------------------------------------------------------ stage two
-    def steps(self, model: nn.Module, batches: dict[str, Batch], iteration: int) -> Iterator[dict]:
-        images, labels, index = batches["class"]
-        emb = gather(model(images))
-        out = {"distill": self.distill(emb, self.targets[gather(index)])}
-        loss = out["distill"]
-        if self.cfg.metric_weight > 0:
-            metric = self.compute(emb, gather(self.contiguous(labels)))
-            out["metric_loss"] = metric["metric_loss"]
-            loss = loss + self.cfg.metric_weight * metric["loss"]
-        out["loss"] = loss
-        yield out

@@ -14,8 +14,8 @@ from dmlkit.models.embedding_model import EmbeddingModel, build_model
 
 def method_heads(cfg: Config) -> dict:
     """Extra heads and the retrieval head(s) a method needs from the model."""
-    if cfg.method.name == "sharing":
-        s = cfg.method.sharing
+    s = cfg.method.parts.sharing
+    if s is not None:
         retrieval = "embedding" if s.retrieval == "class" else ["embedding", "shared"]
         return {"extra_heads": {"shared": s.shared_dim}, "retrieval": retrieval}
     return {}

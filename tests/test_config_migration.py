@@ -1,0 +1,78 @@
+"""Config version 2 (``method.parts``) and the migration of version 1 (``method.name``)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dmlkit import config
+from dmlkit.errors import ConfigError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs_v1"
+
+
+def v1(method: dict) -> dict:
+    return {"method": method}
+
+
+def test_v1_names_become_parts_and_unused_sections_are_dropped():
+    mdr = config.from_dict(v1({"name": "mdr", "mdr": {"weight": 0.3},
+                               "sharing": {"shared_dim": 7}, "guided": {"master_epochs": 1}}))
+    assert mdr.version == 2 and mdr.method.label == "mdr"
+    assert mdr.method.parts.mdr.weight == 0.3 and mdr.method.parts.mdr.head == "embedding"
+    assert mdr.method.parts.sharing is None and mdr.method.parts.guided is None
+    metric = config.from_dict(v1({"name": "metric", "mdr": {"weight": 0.3}}))
+    assert metric.method.label == "metric" and metric.method.loss_weight == 1.0
+    sharing = config.from_dict(v1({"name": "sharing"}))
+    assert sharing.method.parts.sharing == config.SharingConfig()
+
+
+def test_v1_guided_metric_weight_becomes_the_loss_weight():
+    pure = config.from_dict(v1({"name": "guided"}))
+    assert pure.method.loss_weight == 0.0 and pure.method.parts.guided.weight == 1.0
+    mixed = config.from_dict(v1({"name": "guided", "guided": {"metric_weight": 0.5}}))
+    assert mixed.method.loss_weight == 0.5
+
+
+def test_v1_run_configs_load_as_written(tmp_path):
+    for name in ("metric", "mdr", "sharing", "guided"):
+        raw = yaml.safe_load((FIXTURES / name / "config.yaml").read_text())
+        assert "version" not in raw and raw["method"]["name"] == name
+        cfg = config.load(str(FIXTURES / name / "config.yaml"))
+        assert cfg.method.label == name
+        section = raw["method"].get(name, {})
+        part = getattr(cfg.method.parts, name, None)
+        for key, value in section.items():  # every key of the method's section carried over
+            if key != "metric_weight":
+                assert part.model_dump(mode="json")[key] == value, key
+        config.save(cfg, tmp_path / f"{name}.yaml")  # written again as version 2
+        again = config.load(str(tmp_path / f"{name}.yaml"))
+        assert again == cfg and yaml.safe_load((tmp_path / f"{name}.yaml").read_text())[
+            "version"] == 2
+
+
+def test_v1_presets_take_v2_overrides():
+    cfg = config.load("mdr-small", ["method.parts.mdr.weight=0.3", "method.parts.sharing={}"])
+    assert cfg.method.parts.mdr.weight == 0.3 and cfg.method.parts.mdr.nu == 0.01
+    assert cfg.method.label == "mdr+sharing"
+    off = config.load("mdr-small", ["method.parts.mdr=null"])
+    assert off.method.label == "metric"
+    legacy = config.load("mdr-small", ["method.name=metric"])  # old benchmark overrides
+    assert legacy.method.label == "metric"
+
+
+def test_v2_rejects_v1_keys_and_unknown_versions():
+    with pytest.raises(ConfigError, match=r"unknown key 'method.name'"):
+        config.from_dict({"version": 2, "method": {"name": "mdr"}})
+    with pytest.raises(ConfigError, match=r"'version' 3 .* a newer dmlkit wrote it"):
+        config.from_dict({"version": 3})
+    with pytest.raises(ConfigError, match=r"'method.name': one of metric, mdr"):
+        config.from_dict(v1({"name": "mdrr"}))
+
+
+def test_composed_preset_reads_as_parts():
+    cfg = config.load("compose-smoke")
+    p = cfg.method.parts
+    assert (p.mdr.head, p.mdr.weight, p.guided.weight, p.sharing.shared_dim) == (
+        "embedding", 0.6, 0.1, 16)
+    assert cfg.method.label == "mdr+sharing+guided"
