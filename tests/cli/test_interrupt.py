@@ -34,10 +34,16 @@ def folder_with_fifo(root):
 
 
 def interrupt_while_reading(args, fifo, cwd):
-    """Start ``python -m dmlkit ARGS``; SIGINT once it opened ``fifo``. (exit code, stderr)"""
+    """Start ``python -m dmlkit ARGS``; SIGINT once it opened ``fifo``. (exit code, output)
+
+    The FIFO's writing end is closed (so the blocked reader thread can end and the process
+    exit) only after the command said it was interrupted: under load, closing it at once would
+    let the read fail before the main thread handles the signal."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "dmlkit", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = cwd / "output.txt"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "dmlkit", *args], cwd=cwd, env=env,
+                                text=True, stdout=sink, stderr=subprocess.STDOUT)
     t0 = time.monotonic()
     while True:  # a non-blocking writer open succeeds only once a reader holds the FIFO
         try:
@@ -45,14 +51,16 @@ def interrupt_while_reading(args, fifo, cwd):
             break
         except OSError as e:
             assert e.errno == errno.ENXIO, e
-            assert proc.poll() is None, proc.communicate()
+            assert proc.poll() is None, log.read_text()
             assert time.monotonic() - t0 < 120, "the command never opened the FIFO"
             time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    t0 = time.monotonic()
+    while "interrupted" not in log.read_text() and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
     os.close(fd)  # the reading thread gets EOF and ends, so the process can exit
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out + err
+    proc.wait(timeout=60)
+    return proc.returncode, log.read_text()
 
 
 def test_ctrl_c_while_train_loads_data(tmp_path):
