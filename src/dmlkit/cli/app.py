@@ -50,7 +50,7 @@ def _usage_hint(err: typer.TyperException) -> str:
 
         key = option[2:].replace("-", "_")
         sections = [name for name, f in Config.model_fields.items()
-                    if key in f.annotation.model_fields]
+                    if key in getattr(f.annotation, "model_fields", {})]
         if sections:
             return f" (config keys are set with --set, e.g. --set {sections[0]}.{key}=...)"
     return f" (see '{ctx.command_path} --help')"
