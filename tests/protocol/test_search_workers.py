@@ -60,11 +60,12 @@ def test_two_workers_finish_exactly_the_budget(storage):
     assert len({t.params["x"] for t in study.trials}) == 6
 
 
-def _bench(tmp_path, name):
+def _bench(tmp_path, name, batches=3):
+    """A 2-trial, 2-fold search on digits; a trial trains 2 x ``batches`` batches per fold."""
     bench = {
         "name": name, "output": str(tmp_path / "bench"), "folds": 2, "seeds": 1, "trials": 2,
         "prune_after": None, "sampler": "random", "heartbeat_s": 1, "grace_s": 3,
-        "set": {"train.m_per_class": 12, "train.epochs": 2, "train.batches_per_epoch": 3,
+        "set": {"train.m_per_class": 12, "train.epochs": 2, "train.batches_per_epoch": batches,
                 "eval.nmi": False, "eval.evaluate_untrained": False},
         "methods": {"triplet": {
             "preset": "digits-smoke",
@@ -89,7 +90,7 @@ def test_killed_worker_is_restarted_and_the_study_finishes_exactly(tmp_path, sto
     second worker; the killed trial is failed (stale heartbeat) and retried once with its
     parameters, and exactly ``trials`` trials finish."""
     name = f"b-{uuid.uuid4().hex[:8]}"
-    path = _bench(tmp_path, name)
+    path = _bench(tmp_path, name, batches=150)  # trials of several seconds: killed mid-trial
     first = _worker(path, storage, 0)
     study_name, deadline = f"{name}/triplet", time.monotonic() + 120
     running = []
@@ -101,9 +102,10 @@ def test_killed_worker_is_restarted_and_the_study_finishes_exactly(tmp_path, sto
         except KeyError:
             continue
         running = [t for t in study.trials if t.state == TrialState.RUNNING and t.params]
-    time.sleep(1.0)
     first.send_signal(signal.SIGKILL)
     first.wait()
+    killed = optuna.load_study(study_name=study_name, storage=storage).trials[running[0].number]
+    assert killed.state == TrialState.RUNNING  # precondition: the kill landed mid-trial
     workers = [_worker(path, storage, 0), _worker(path, storage, 1)]
     outs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [o[-3000:] for o in outs]
