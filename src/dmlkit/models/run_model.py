@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dmlkit import config as config_mod
 from dmlkit.base.files import load_weights
+from dmlkit.base.run_dir import open_run
 from dmlkit.config import Config
 from dmlkit.errors import CheckpointError
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
@@ -25,10 +25,7 @@ def load_run_model(run_dir: Path, weights: str = "model.safetensors"
                    ) -> tuple[Config, EmbeddingModel, int]:
     """(config, model in eval mode, input channels) of ``run_dir`` with weights ``weights``."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config_mod.load(str(cfg_path))
+    cfg = open_run(run_dir).read_config()
     state = load_weights(run_dir / weights)
     first = next((v for k, v in state.items() if v.ndim == 4), None)
     in_channels = int(first.shape[1]) if first is not None else 3
