@@ -88,7 +88,7 @@ class ModelConfig(Section):
     head: HeadConfig = Field(default_factory=HeadConfig)
     freeze_backbone: bool = Field(
         False, description="train the heads only, on backbone features computed once with the "
-        "eval transform and cached under <run.root>/cache/features (no augmentation; "
+        "eval transform and cached under <run.cache_dir>/features (no augmentation; "
         "docs/frozen-features.md)"
     )
 
@@ -156,6 +156,10 @@ class GuidedConfig(Section):
     master_batch_size: int = Field(64, ge=2)
     master_raw_pixels: bool = Field(
         True, description="feed the master raw 0-255 pixels, as the official code"
+    )
+    master_image_size: int | None = Field(
+        None, ge=8, description="side of the master's raw-pixel input (default: data.image_size; "
+        "e.g. 32 for CIFAR under a student at 224 px on cached features)"
     )
     weight: float = Field(1.0, ge=0, description="weight of the distillation term")
     student_val_fraction: float = Field(
@@ -314,6 +318,10 @@ class RunConfig(Section):
 
     name: str | None = None
     root: str = "runs"
+    cache_dir: str | None = Field(
+        None, description="caches shared by runs, e.g. frozen-backbone features "
+        "(default: <root>/cache)"
+    )
     loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="experiment trackers that also receive the run"
     )
@@ -324,6 +332,11 @@ class RunConfig(Section):
     group: str | None = Field(
         None, description="MLflow parent run / W&B group (a benchmark: <name>/<method>)"
     )
+
+    @property
+    def cache_path(self) -> Path:
+        """``cache_dir``, or ``<root>/cache``."""
+        return Path(self.cache_dir) if self.cache_dir else Path(self.root) / "cache"
 
 
 class Config(Section):

@@ -14,7 +14,7 @@ def images(n=16, channels=3, size=12, seed=0):
     return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
 
 
-@pytest.mark.parametrize("name", ["small", "small_aug", "cifar", "raw255"])
+@pytest.mark.parametrize("name", ["small", "small_aug", "cifar", "raw255", "imagenet"])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [None, 10])
 def test_eval_equals_the_per_sample_preset(name, channels, size):
@@ -51,6 +51,14 @@ def test_train_outputs_are_outcomes_of_the_per_sample_preset(name, size, pad):
     for xi, oi in zip(x, out, strict=True):
         cands = candidates(xi, size, pad, lambda c: stats(c[None])[0])
         assert (cands == oi).flatten(1).all(1).any()
+
+
+def test_imagenet_train_flips_only():
+    x = images(n=8, size=6)
+    out = build_batch_transform("imagenet", True, None, 3)(x, torch.Generator().manual_seed(3))
+    plain = build_transform("imagenet", False, None, 3)
+    for xi, oi in zip(x, out, strict=True):
+        assert torch.equal(oi, plain(xi)) or torch.equal(oi, plain(xi.flip(-1)))
 
 
 def test_flips_are_drawn_per_sample_with_probability_half():

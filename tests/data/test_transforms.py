@@ -7,7 +7,7 @@ from dmlkit.data.transforms import build_transform
 from dmlkit.errors import ConfigError
 
 
-@pytest.mark.parametrize("name", ["small", "small_aug", "cifar", "raw255"])
+@pytest.mark.parametrize("name", ["small", "small_aug", "cifar", "raw255", "imagenet"])
 def test_small_presets_on_tensors(name):
     x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     for train in (True, False):
@@ -18,6 +18,15 @@ def test_small_presets_on_tensors(name):
 def test_raw255_keeps_pixel_scale():
     x = torch.full((1, 8, 8), 200, dtype=torch.uint8)
     assert build_transform("raw255", False)(x).max() == 200.0
+
+
+def test_imagenet_normalizes_with_imagenet_statistics():
+    x = torch.full((3, 4, 4), 255, dtype=torch.uint8)
+    y = build_transform("imagenet", False, 8, 3)(x)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    assert y.shape == (3, 8, 8)
+    for c in range(3):
+        assert torch.allclose(y[c], torch.full((8, 8), (1 - mean[c]) / std[c]))
 
 
 def test_small_normalizes_to_minus_one_one():

@@ -122,6 +122,40 @@ def _student_batch(n: int = 4):
     return images, torch.full((n,), -1), torch.tensor([5, 17, 2, 9][:n])
 
 
+def test_runs_share_a_cached_master_and_their_rng_continues_alike(data, tmp_path, calls):
+    """With a cache folder the master is trained once per master config, whichever run asks;
+    a run that loads it continues with the random numbers of the run that trained it."""
+    train, _ = calls
+    guided = GuidedConfig(master_epochs=1, master_batch_size=8)
+    cfg = MethodConfig(loss=LossConfig(), loss_weight=0.0, parts=PartsConfig(guided=guided))
+
+    def prepared(run: str, seed: int = 0):
+        method = ComposedMethod(cfg, data.splits.train.classes, 2, seed,
+                                cache_dir=tmp_path / "cache")
+        torch.manual_seed(123)
+        method.prepare(None, data, tmp_path / run, CPU)
+        return method.guided.targets, torch.rand(3)
+
+    (targets_a, after_a), (targets_b, after_b) = prepared("a"), prepared("b")
+    assert len(train) == 1 and torch.equal(targets_a, targets_b)
+    assert torch.equal(after_a, after_b)
+    assert not (tmp_path / "a" / "master").exists()
+    assert len(list((tmp_path / "cache" / "guided-masters").iterdir())) == 1
+    prepared("c", seed=1)  # another seed: another master
+    assert len(train) == 2
+
+
+def test_master_image_size_sizes_the_masters_raw_pixels(data, tmp_path, calls):
+    train, _ = calls
+    method = _guided(data, master_image_size=20)
+    method.prepare(None, data, tmp_path, CPU)
+    master_images = train[0][1]
+    assert master_images[0][0].shape == (1, 20, 20) and float(master_images[0][0].max()) > 100
+    assert method.guided.targets.shape == (len(data.splits.train), 2)
+    with pytest.raises(ConfigError, match="master_image_size"):
+        _guided(data, master_image_size=12, master_raw_pixels=False)
+
+
 def test_student_step_regresses_targets_by_sample_index_without_labels(data):
     method = _guided(data)
     method.guided.targets = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))

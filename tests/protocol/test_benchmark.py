@@ -177,16 +177,20 @@ def test_bad_benchmark_files_are_config_errors(tmp_path, change, message):
 
 
 @pytest.mark.parametrize("name, count, dataset", [("fashion-mnist-cpu", 7, "fashion-mnist"),
-                                                  ("cifar10-cpu", 5, "cifar10-jpeg")])
+                                                  ("cifar10-cpu", 5, "cifar10-jpeg"),
+                                                  ("cifar10-frozen", 7, "cifar10-jpeg")])
 def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset):
     assert name in benchmark_names()
     with pytest.raises(ConfigError, match="fashion-mnist-cpu"):
         load_benchmark_config("no-such-benchmark")
     bench = load_benchmark_config(name)
-    assert len(bench.methods) == count and bench.budget == name.replace("-cpu", "-cv")
+    assert len(bench.methods) == count and bench.budget == name.replace("-cpu", "") + "-cv"
     for method, spec in bench.methods.items():  # every method's fold config validates
         cfg = bm.method_config(bench, method, {}, 1, 0)
         assert cfg.data.name == dataset and cfg.data.protocol == "zero_shot"
+        frozen = name == "cifar10-frozen"
+        assert cfg.model.freeze_backbone == frozen and cfg.model.pretrained == frozen
+        assert not (frozen and cfg.data.stream_transforms)  # refused on cached features
         assert cfg.train.batch_size // cfg.train.m_per_class <= 2  # a fold trains on 2 classes
         assert set(spec.search) >= {"optim.lr"}
 
@@ -283,3 +287,40 @@ def test_benchmark_json_is_the_results_file(tmp_path):
     res = CliRunner().invoke(app, ["benchmark", path, "--stage", "search", "--json"])
     assert json.loads(res.stdout) == {"benchmark": "tiny", "stage": "search",
                                       "storage": doc["storage"]}
+
+
+def test_frozen_backbone_features_are_computed_once_per_benchmark(tmp_path, monkeypatch):
+    """Two methods on one frozen backbone share ``<output>/cache``: the search computes each
+    image set's features once, the final stage (retraining, fold-model test, untrained and
+    pretrained-features anchors) reads them all back, and the report shows the anchor."""
+    from dmlkit.engine import feature_cache
+
+    computed = []
+    extract = feature_cache.extract_embeddings
+
+    def counting(backbone, dataset, *args, **kwargs):
+        computed.append(len(dataset))
+        return extract(backbone, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(feature_cache, "extract_embeddings", counting)
+    frozen = {**tiny(tmp_path).set, "model.freeze_backbone": True}
+    bench = tiny(tmp_path, seeds=1, trials=1, set=frozen, methods={
+        "linear": {"preset": "digits-smoke"},
+        "mlp": {"preset": "digits-smoke", "overrides": {"model.head.hidden": 16}}})
+    out = tmp_path / "bench"
+    bm.run_benchmark(bench, stage="search")
+    files = sorted((out / "cache" / "features").iterdir())
+    assert len(computed) == len(files) >= 2  # each image set once, whichever method asked
+    assert not (out / "linear" / "cache").exists() and not (out / "mlp" / "cache").exists()
+    searched = len(computed)
+    bm.run_benchmark(bench)
+    assert len(computed) == searched  # the final stage touched no image
+    results = json.loads((out / "results.json").read_text())
+    anchors = [results["methods"][m]["final"]["pretrained_features"] for m in ("linear", "mlp")]
+    assert anchors[0] == anchors[1] and 0 < anchors[0]["map_at_r"] <= 1
+    first_run = RunDir(Path(results["methods"]["linear"]["final"]["seeds"][0]["runs"][0]))
+    trained_with = first_run.read_json("metrics.json")["pretrained_features"]
+    assert trained_with["map_at_r"] == pytest.approx(anchors[0]["map_at_r"])
+    report = (out / "report.md").read_text()
+    assert "pretrained features MAP@R" in report
+    assert f"{anchors[0]['map_at_r']:.3f}" in report

@@ -23,7 +23,7 @@ class ImageDataset(Dataset):
 
     With a ``batch_transform`` (the batched form of ``transform``), an in-memory dataset is
     ``batched``: `batch` returns whole transformed batches on a device, the deterministic part
-    (resize) done once here.
+    (resize) done once, on first use (a run on cached backbone features never pays it).
     """
 
     def __init__(self, catalog: Catalog, transform: Callable | None = None,
@@ -36,13 +36,19 @@ class ImageDataset(Dataset):
             else torch.from_numpy(np.ascontiguousarray(catalog.images)).permute(0, 3, 1, 2)
         )
         self.batch_transform = batch_transform if self._images is not None else None
-        self._prepared = (None if self.batch_transform is None
-                          else self.batch_transform.prepare(self._images))
+        self._resized: torch.Tensor | None = None
 
     @property
     def batched(self) -> bool:
         """Whether `batch` is available (in-memory images with a batch transform)."""
-        return self._prepared is not None
+        return self.batch_transform is not None
+
+    @property
+    def _prepared(self) -> torch.Tensor:
+        """Every image through the batch transform's deterministic part (computed once)."""
+        if self._resized is None:
+            self._resized = self.batch_transform.prepare(self._images)
+        return self._resized
 
     def batch(self, indices: torch.Tensor, device: torch.device | str = "cpu",
               generator: torch.Generator | None = None, offset: int = 0,

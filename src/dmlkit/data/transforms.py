@@ -8,6 +8,7 @@ Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float t
 | small_aug | + random crop (pad 2) and horizontal flip | resize |
 | cifar | random crop 32 (pad 4), flip; CIFAR mean/std | CIFAR mean/std |
 | raw255 | float pixels 0-255, no normalization (Guided DML's official input) | same |
+| imagenet | resize to image_size (if set), flip; ImageNet mean/std | resize; ImageNet mean/std |
 | mnist, fashion_mnist | MNIST / Fashion-MNIST mean, std (Guided DML's official eval) | same |
 | mlrc | resize 256, random resized crop 227 (scale 0.16-1), flip | resize 256, center 227 |
 | mdr | resize 256x256, random resized crop 224 (scale 0.16-1), flip | resize 256x256, center 224 |
@@ -16,8 +17,8 @@ Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float t
 | *_noflip | as above without the random horizontal flip (Sharing Matters' shared stream) | same |
 
 `build_batch_transform` gives the batched equivalent (`BatchTransform`, applied per batch on the
-device) of the small-image presets (small, small_aug, cifar, raw255, mnist, fashion_mnist;
-+ _noflip) for in-memory datasets.
+device) of the small-image presets (small, small_aug, cifar, raw255, imagenet, mnist,
+fashion_mnist; + _noflip) for in-memory datasets.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def build_transform(
         ops = [*resize, *aug, *to_float, _normalize(CIFAR, channels)]
     elif base in GREY:
         ops = [*resize, *to_float, _normalize(GREY[base], channels)]
+    elif base == "imagenet":
+        aug = [v2.RandomHorizontalFlip()] if train else []
+        ops = [*resize, *aug, *to_float, _normalize(IMAGENET, channels)]
     elif base == "raw255":
         ops = [*resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=False)]
     elif base in ("mlrc", "mdr", "sharing"):
@@ -97,8 +101,8 @@ def build_transform(
         ops = [*ops, *to_float] + ([] if bgr else [_normalize(IMAGENET, channels)])
     else:
         raise ConfigError(
-            f"unknown transform preset {name!r}; known: small, small_aug, cifar, raw255, mnist, "
-            "fashion_mnist, mlrc, mdr, sharing (+ _bninception, + _noflip)"
+            f"unknown transform preset {name!r}; known: small, small_aug, cifar, raw255, imagenet, "
+            "mnist, fashion_mnist, mlrc, mdr, sharing (+ _bninception, + _noflip)"
         )
     if bgr:
         if base not in ("mlrc", "mdr", "sharing"):
@@ -115,7 +119,7 @@ def build_batch_transform(
     """The batched form of preset ``name`` (same operations and distributions as
     `build_transform`), or None for presets without one (the 224/227 px presets)."""
     base = name.removesuffix("_noflip")
-    if base not in ("small", "small_aug", "cifar", "raw255", *GREY):
+    if base not in ("small", "small_aug", "cifar", "raw255", "imagenet", *GREY):
         return None
     if base == "raw255":
         return BatchTransform(size=image_size, scale=False)
@@ -124,8 +128,8 @@ def build_batch_transform(
         crop, pad = image_size, 2
     if train and base == "cifar":
         crop, pad = 32, 4
-    stats = CIFAR if base == "cifar" else GREY.get(base, HALF)
+    stats = {"cifar": CIFAR, "imagenet": IMAGENET}.get(base) or GREY.get(base, HALF)
     mean, std = _stats(stats, channels)
-    flip = train and base in ("small_aug", "cifar") and not name.endswith("_noflip")
+    flip = train and base in ("small_aug", "cifar", "imagenet") and not name.endswith("_noflip")
     return BatchTransform(size=image_size, crop=crop, pad=pad, flip=flip,
                           mean=tuple(mean), std=tuple(std))

@@ -1,13 +1,13 @@
 """Frozen-backbone feature cache (``model.freeze_backbone``, docs/frozen-features.md).
 
 The backbone's features of a set of images are computed once, in eval mode with the eval
-transform, and written to ``<run.root>/cache/features/<key>.safetensors`` (atomically; read
-back through safetensors' memory map). ``key`` is the sha256 of everything the features depend
-on: the image set (dataset name, labels, pixels or file paths: ``training_set_key``), the
-backbone (name and a digest of its weights and buffers), the eval transform, image size,
-input channels and whether it runs batched on the device. Any change gives another key (the
-features are recomputed); the same key, from any later run, fold or trial, reads the file and
-touches no image.
+transform, and written to ``<run.cache_dir>/features/<key>.safetensors`` (default cache dir:
+``<run.root>/cache``; atomically; read back through safetensors' memory map). ``key`` is the
+sha256 of everything the features depend on: the image set (dataset name, labels, pixels or
+file paths: ``training_set_key``), the backbone (name and a digest of its weights and
+buffers), the eval transform, image size, input channels and whether it runs batched on the
+device. Any change gives another key (the features are recomputed); the same key, from any
+later run, fold, trial or method, reads the file and touches no image.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def use_feature_cache(cfg: Config, data: DataBundle, model: EmbeddingModel,
     if cfg.data.stream_transforms:
         raise ConfigError("model.freeze_backbone: cached features have no per-stream "
                           "transforms (augmentation is off); unset data.stream_transforms")
-    folder = Path(cfg.run.root) / "cache" / "features"
+    folder = cfg.run.cache_path / "features"
     backbone = model.backbone.to(device)
     digest = weights_digest(backbone)
     cache: dict[int, FeatureDataset] = {}

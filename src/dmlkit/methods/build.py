@@ -13,4 +13,4 @@ from dmlkit.methods.composed import ComposedMethod
 def build_method(cfg: Config, classes: np.ndarray) -> Method:
     """The `ComposedMethod` of ``cfg.method`` (base loss + its parts)."""
     return ComposedMethod(cfg.method, classes, cfg.model.head.dim, cfg.train.seed,
-                          cfg.train.batch_size)
+                          cfg.train.batch_size, cfg.run.cache_path)

@@ -49,11 +49,12 @@ def check_composition(cfg: MethodConfig) -> None:
 
 class ComposedMethod(Method):
     """The base loss (``loss``, ``miner``) and the parts ``mdr``, ``sharing``, ``guided``
-    (None when off)."""
+    (None when off). ``cache_dir``: where Guided DML's trained masters are kept (shared by
+    every run that trains the same master; default: each run's own directory)."""
 
     def __init__(
         self, cfg: MethodConfig, classes: np.ndarray, embedding_dim: int, seed: int = 0,
-        batch_size: int = 64,
+        batch_size: int = 64, cache_dir: Path | None = None,
     ) -> None:
         super().__init__(classes)
         check_composition(cfg)
@@ -65,7 +66,8 @@ class ComposedMethod(Method):
         self.sharing = SharingPart(p.sharing, embedding_dim, cfg.loss.lr) \
             if p.sharing is not None else None
         self.guided = GuidedPart(p.guided, self.classes, embedding_dim, seed, batch_size,
-                                 labelled=cfg.loss_weight > 0) if p.guided is not None else None
+                                 labelled=cfg.loss_weight > 0, cache_dir=cache_dir) \
+            if p.guided is not None else None
 
     # ------------------------------------------------------------------ set-up
     def batch_samplers(self, labels: np.ndarray, cfg: TrainConfig) -> dict:

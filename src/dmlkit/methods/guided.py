@@ -71,19 +71,26 @@ def training_set_key(catalog) -> str:
 class GuidedPart(nn.Module):
     """The student's distillation term; ``prepare`` trains (or loads) the teacher and caches
     its targets. ``labelled``: the composed method also has a metric loss (M-per-class
-    batches), else the student draws random batches of its share of the training images."""
+    batches), else the student draws random batches of its share of the training images.
+    ``cache_dir``: a trained master is kept in ``<cache_dir>/guided-masters/<its config
+    hash>/`` and reused by every run that would train the same master (other student
+    settings, trials, methods); None: in the run directory's ``master/``."""
 
     def __init__(
         self, cfg: GuidedConfig, classes, embedding_dim: int, seed: int = 0,
-        batch_size: int = 64, labelled: bool = False,
+        batch_size: int = 64, labelled: bool = False, cache_dir: Path | None = None,
     ) -> None:
         super().__init__()
         if cfg.teacher == "run" and not cfg.teacher_run:
             raise ConfigError("method.parts.guided.teacher_run must name a run directory")
+        if cfg.master_image_size is not None and not cfg.master_raw_pixels:
+            raise ConfigError("method.parts.guided.master_image_size sizes the master's raw "
+                              "pixels: set master_raw_pixels=true or unset it")
         if labelled and (cfg.student_val_fraction > 0 or not cfg.student_drop_last):
             raise ConfigError("method.loss_weight > 0 with guided samples M-per-class batches: "
                               "set student_val_fraction=0 and student_drop_last=true")
         self.cfg, self.seed, self.dim, self.batch_size = cfg, seed, embedding_dim, batch_size
+        self.cache_dir = cache_dir
         self.class_ids = [int(c) for c in classes]
         self.distill = EmbeddingDistillationLoss()
         self.timings: dict[str, float] = {}
@@ -167,13 +174,17 @@ class GuidedPart(nn.Module):
             )
         else:
             if self.cfg.master_raw_pixels:  # the master sees raw 0-255 pixels (official code)
-                raw = build_transform("raw255", False, data.image_size, data.in_channels)
+                size = self.cfg.master_image_size or data.image_size
+                raw = build_transform("raw255", False, size, data.in_channels)
                 dataset = ImageDataset(data.splits.train, raw)
             shape = dataset[0][0].shape
             master_cfg = self.master_config(int(shape[0]), (int(shape[1]), int(shape[2])),
                                             training_set_key(data.splits.train))
             t0 = time.perf_counter()
-            master = self._load_or_train_master(dataset, labels, master_cfg, run_dir, device)
+            # trained (seeded) or loaded from the cache, the run's RNG continues the same way
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                master = self._load_or_train_master(dataset, labels, master_cfg, run_dir,
+                                                    device)
             t1 = time.perf_counter()
             targets = load_or_compute(
                 run_dir, master, master_cfg,
@@ -213,8 +224,9 @@ class GuidedPart(nn.Module):
         return dict(self.timings)
 
     def _load_or_train_master(self, dataset, labels, master_cfg, run_dir, device):
-        folder = Path(run_dir) / "master"
         key = config_hash(master_cfg)
+        folder = Path(run_dir) / "master" if self.cache_dir is None \
+            else Path(self.cache_dir) / "guided-masters" / key
         meta = folder / "master.json"
         if meta.is_file() and json.loads(meta.read_text()).get("config_hash") == key:
             master = MultiBranchMaster(self.class_ids, master_cfg["in_channels"],

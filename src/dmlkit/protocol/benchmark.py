@@ -35,6 +35,7 @@ from dmlkit.protocol.benchmark_progress import BenchmarkProgress
 from dmlkit.protocol.final import (
     EMBEDDINGS,
     evaluate_fold_models,
+    evaluate_pretrained_features,
     evaluate_untrained,
     summarize,
 )
@@ -62,7 +63,8 @@ def method_config(
 
     Precedence: method preset < tracking defaults (MLflow experiment: the benchmark, parent
     run: the method's study, one database in the output folder) < ``budget`` preset <
-    benchmark ``set`` < method ``overrides`` < ``params`` < protocol keys.
+    benchmark ``set`` < method ``overrides`` < ``params`` < protocol keys. Every method's
+    runs share ``<output>/cache`` (frozen-backbone features are computed once per benchmark).
     """
     spec = bench.methods[method]
     budget = dotted(config_mod.load_raw(bench.budget)) if bench.budget else {}
@@ -70,7 +72,8 @@ def method_config(
                 "run.tracking_uri": f"sqlite:///{Path(bench.output).resolve() / 'mlflow.db'}"}
     keys = {**tracking, **budget, **bench.set, **spec.overrides, **params,
             "data.folds": bench.folds, "data.fold": fold, "data.val_fraction": 0.0,
-            "train.seed": seed, "run.root": str(Path(bench.output) / method)}
+            "train.seed": seed, "run.root": str(Path(bench.output) / method),
+            "run.cache_dir": str(Path(bench.output) / "cache")}
     cfg = config_mod.load(spec.preset, [f"{k}={json.dumps(v)}" for k, v in keys.items()])
     cfg.run.name = f"fold{fold}-{config_hash(cfg)[:12]}"
     return cfg
@@ -183,7 +186,8 @@ def final_method(
 
     Writes the concatenated test embeddings of seed 0 to ``<output>/<method>/`` (for the
     report's map and gallery). ``untrained``: the seed-0 fold models at initialization, tested
-    the same way (the baseline a result is read against).
+    the same way (the baseline a result is read against); with a frozen backbone also
+    ``pretrained_features``: the backbone's L2-normalized features, tested as they are.
     """
     try:
         params = study.best_trial.params
@@ -204,10 +208,12 @@ def final_method(
             out = Path(bench.output) / method / EMBEDDINGS
             save_weights({"embeddings": test["embeddings"], "labels": test["labels"]}, out)
         seeds.append({"seed": seed, "runs": [str(r.path) for r in runs], **result})
-    untrained = evaluate_untrained([method_config(bench, method, params, k, 0)
-                                    for k in range(bench.folds)])
-    return {"params": params, "seeds": seeds, "summary": summarize(seeds),
-            "untrained": untrained, "seconds": time.perf_counter() - t0}
+    cfgs = [method_config(bench, method, params, k, 0) for k in range(bench.folds)]
+    out = {"params": params, "seeds": seeds, "summary": summarize(seeds),
+           "untrained": evaluate_untrained(cfgs)}
+    if cfgs[0].model.freeze_backbone:
+        out["pretrained_features"] = evaluate_pretrained_features(cfgs[0])
+    return {**out, "seconds": time.perf_counter() - t0}
 
 
 def run_benchmark(

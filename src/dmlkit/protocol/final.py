@@ -17,11 +17,13 @@ import torch
 
 from dmlkit.config import Config, EvalConfig
 from dmlkit.data.build import DataBundle
+from dmlkit.engine.feature_cache import use_feature_cache, weights_digest
 from dmlkit.engine.seed import resolve_device
 from dmlkit.engine.train import build_components
 from dmlkit.evaluation import concatenate_normalized, evaluate
 from dmlkit.evaluation.extract import extract_embeddings
 from dmlkit.models.embedding_model import EmbeddingModel
+from dmlkit.models.heads import NormalizedFeatures
 from dmlkit.protocol.aggregate import mean_ci
 from dmlkit.serve.load import load_run
 
@@ -63,7 +65,7 @@ def best_weights(run_dir: Path) -> str:
 
 
 def _fold_ensemble(
-    cfg: Config, data: DataBundle, models: Sequence[EmbeddingModel]
+    cfg: Config, data: DataBundle, models: Sequence[EmbeddingModel | NormalizedFeatures]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`ensemble_metrics` of fold ``models`` on ``data``'s test split, and the concatenated
     test query embeddings and labels (for the report's figures)."""
@@ -95,7 +97,13 @@ def evaluate_fold_models(run_dirs: Sequence[Path]) -> tuple[dict[str, Any], dict
     Also returns the concatenated test query embeddings and labels (for the report's figures).
     """
     loaded = [load_run(p, best_weights(p)) for p in run_dirs]
-    return _fold_ensemble(loaded[0].cfg, loaded[0].data, [run.model for run in loaded])
+    cfg, data, models = loaded[0].cfg, loaded[0].data, [run.model for run in loaded]
+    if cfg.model.freeze_backbone and len({weights_digest(m.backbone) for m in models}) == 1:
+        # one frozen backbone: the heads embed its cached test features (no image is read)
+        data = use_feature_cache(cfg, data, models[0], resolve_device(cfg.train.device))
+        for model in models[1:]:
+            model.freeze_backbone(cached=True)
+    return _fold_ensemble(cfg, data, models)
 
 
 def evaluate_untrained(cfgs: Sequence[Config]) -> dict[str, Any]:
@@ -104,6 +112,13 @@ def evaluate_untrained(cfgs: Sequence[Config]) -> dict[str, Any]:
     first step, with its own seed: `build_components`), on the test split of the first config."""
     built = [build_components(cfg) for cfg in cfgs]
     return _fold_ensemble(cfgs[0], built[0][0], [model.eval() for _, _, model in built])[0]
+
+
+def evaluate_pretrained_features(cfg: Config) -> dict[str, Any]:
+    """The test metrics of a frozen backbone's features themselves, L2-normalized (the
+    zero-training anchor of ``model.freeze_backbone``), read from the feature cache."""
+    data = build_components(cfg)[0]
+    return _fold_ensemble(cfg, data, [NormalizedFeatures()])[0]["concatenated"]
 
 
 def summarize(seed_results: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:

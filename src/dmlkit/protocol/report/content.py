@@ -42,15 +42,17 @@ def _untrained_cell(untrained: dict[str, Any] | None) -> str:
 def results_table(results: dict[str, Any]) -> Table:
     """One row per method: test metrics (mean ± 95% CI) separated and concatenated, the best
     trial's validation MAP@R, the test MAP@R of the seed-0 fold models at initialization
-    (separated mean / concatenated), trials finished (pruned), and the time of the search (all
-    trials, whichever invocation ran them) and of the last final stage (reused runs cost
-    nothing).
+    (separated mean / concatenated), with a frozen backbone (any method) the test MAP@R of its
+    features themselves, trials finished (pruned), and the time of the search (all trials,
+    whichever invocation ran them) and of the last final stage (reused runs cost nothing).
 
     The best mean of each metric column is bold.
     """
     header = ["method"] + [f"{h} ({m})" for _, m in MODES for _, h in METRICS]
-    header += ["val MAP@R", "untrained MAP@R (sep. / concat.)", "trials (pruned)",
-               "search (s)", "final (s)"]
+    frozen = any("pretrained_features" in r["final"] for r in results["methods"].values())
+    header += ["val MAP@R", "untrained MAP@R (sep. / concat.)"]
+    header += ["pretrained features MAP@R"] if frozen else []
+    header += ["trials (pruned)", "search (s)", "final (s)"]
     rows, means = [], []
     for name, r in results["methods"].items():
         summary = r["final"]["summary"]
@@ -62,8 +64,10 @@ def results_table(results: dict[str, Any]) -> Table:
                 row_means.append(mean)
         search = r["search"]
         counts = search["counts"]
-        cells += [_cell(search["best_value"]), _untrained_cell(r["final"].get("untrained")),
-                  f"{counts['complete'] + counts['pruned']} ({counts['pruned']})",
+        cells += [_cell(search["best_value"]), _untrained_cell(r["final"].get("untrained"))]
+        if frozen:
+            cells.append(_cell((r["final"].get("pretrained_features") or {}).get("map_at_r")))
+        cells += [f"{counts['complete'] + counts['pruned']} ({counts['pruned']})",
                   f"{sum(t['seconds'] or 0.0 for t in search['trials']):.0f}",
                   f"{r['final']['seconds']:.0f}"]
         row_means.append(search["best_value"])
