@@ -214,11 +214,12 @@ class GuidedPart(nn.Module):
         try:
             loader = DataLoader(self.held_out, batch_size=self.batch_size,
                                 generator=torch.Generator())  # leaves the global RNG alone
-            losses = [float(self.distill(model(x.to(device)), self.targets[i.to(device)]))
+            losses = [self.distill(model(x.to(device)), self.targets[i.to(device)])
                       for x, _, i in loader]
         finally:
             model.train(was_training)
-        return {"val_loss": float(np.mean(losses))}
+        # one device read; the per-batch float32 means averaged in float64 (as floats would be)
+        return {"val_loss": float(np.mean(torch.stack(losses).double().cpu().numpy()))}
 
     def summary(self) -> dict:
         """Stage-one cost: master training and target generation (0 when loaded from cache)."""
