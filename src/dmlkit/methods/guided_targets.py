@@ -129,7 +129,8 @@ def compute_master_targets(
     batch_size: int = 256,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """t_i = master(x_i, y_i)[0]: each image through its own class's branch. Float32 N x D (CPU)."""
+    """t_i = master(x_i, y_i)[0]: each image through its own class's branch. Float32 N x D (CPU).
+    The labels reach ``master`` as a CPU tensor (`MultiBranchMaster` routes on the host)."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
     if len(labels) != len(images):
         raise DataError(f"{len(images)} images but {len(labels)} labels")
