@@ -517,7 +517,8 @@ class Trainer:
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device, "untrained evaluation")
-        if cfg.model.freeze_backbone and "pretrained_features" not in self.results:
+        if (cfg.eval.evaluate_untrained and cfg.model.freeze_backbone
+                and "pretrained_features" not in self.results):
             self.results["pretrained_features"] = evaluate_model(
                 NormalizedFeatures(), self.data.test, cfg, self.device,
                 "pretrained features evaluation")
