@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dmlkit.config import DataConfig
+from dmlkit.data.catalog import Catalog
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.feature_dataset import FeatureDataset
+from dmlkit.data.image_cache import ImageCache
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.splits import EvalSplit, Splits, make_splits
-from dmlkit.data.transforms import build_batch_transform, build_transform
+from dmlkit.data.transforms import build_batch_transform, build_transform, first_resize
+from dmlkit.data.workers import available_cores, resolve_workers
 
 
 @dataclass
@@ -50,8 +55,30 @@ def _channels(splits: Splits) -> int:
     return int(cat.images.shape[-1]) if cat.images is not None else 3
 
 
-def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
-    """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``."""
+def cache_size(transforms: list[Callable]) -> int | None:
+    """The shorter side a pre-resized cache needs for ``transforms``: the largest target of
+    their first resizes (None: none starts with a resize, the cache keeps decoded sizes).
+
+    >>> cache_size([build_transform("sharing", True), build_transform("sharing", False)])
+    256
+    """
+    sizes = [r.shorter_side for r in map(first_resize, transforms) if r is not None]
+    return max(sizes, default=None)
+
+
+def open_image_cache(cfg: DataConfig, catalog: Catalog, transforms: list[Callable],
+                     folder: Path) -> ImageCache:
+    """``data.image_cache`` of the on-disk ``catalog`` in ``folder`` (built if missing), at
+    ``data.image_cache_size`` (default: `cache_size` of ``transforms``)."""
+    size = cfg.image_cache_size or cache_size(transforms)
+    workers = resolve_workers(cfg.num_workers, True, available_cores())
+    return ImageCache.open(folder, catalog.name, catalog.paths, size, cfg.jpeg_draft, workers)
+
+
+def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None) -> DataBundle:
+    """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``. With
+    ``data.image_cache`` an on-disk dataset's images are read from its `ImageCache` in
+    ``cache_folder`` (``<run.root>/cache/images``; None: decoded from the files)."""
     catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
     if catalog.paths is not None:
         from dmlkit.data.image_check import check_images
@@ -65,19 +92,27 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
     eval_name = cfg.eval_transform or cfg.transform
     eval_tf = build_transform(eval_name, False, cfg.image_size, channels)
+    stream_tfs = {stream: (name, build_transform(name, True, cfg.image_size, channels))
+                  for stream, name in cfg.stream_transforms.items()}
     train_batch_tf = eval_batch_tf = None
     if cfg.device_transforms:
         train_batch_tf = build_batch_transform(cfg.transform, True, cfg.image_size, channels)
         eval_batch_tf = build_batch_transform(eval_name, False, cfg.image_size, channels)
+    cache = None
+    if cfg.image_cache and catalog.paths is not None and cache_folder is not None:
+        every = [train_tf, eval_tf, *(tf for _, tf in stream_tfs.values())]
+        cache = open_image_cache(cfg, catalog, every, cache_folder)
+
+    def dataset(catalog: Catalog, transform: Callable, batch_transform) -> ImageDataset:
+        return ImageDataset(catalog, transform, batch_transform, cfg.jpeg_draft, cache)
 
     def eval_set(catalog) -> ImageDataset:
-        return ImageDataset(catalog, eval_tf, eval_batch_tf)
+        return dataset(catalog, eval_tf, eval_batch_tf)
     stream_sets = {
-        stream: ImageDataset(
-            splits.train, build_transform(name, True, cfg.image_size, channels),
-            build_batch_transform(name, True, cfg.image_size, channels)
-            if cfg.device_transforms else None)
-        for stream, name in cfg.stream_transforms.items()}
+        stream: dataset(splits.train, tf,
+                        build_batch_transform(name, True, cfg.image_size, channels)
+                        if cfg.device_transforms else None)
+        for stream, (name, tf) in stream_tfs.items()}
 
     def eval_data(split: EvalSplit) -> EvalData:
         ref = None if split.reference is None else eval_set(split.reference)
@@ -85,7 +120,7 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
 
     return DataBundle(
         splits=splits,
-        train=ImageDataset(splits.train, train_tf, train_batch_tf),
+        train=dataset(splits.train, train_tf, train_batch_tf),
         train_streams=stream_sets,
         train_eval=eval_set(splits.train),
         val=None if splits.val is None else eval_data(splits.val),
