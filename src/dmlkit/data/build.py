@@ -50,9 +50,8 @@ class DataBundle:
         return self.train_streams.get(name, self.train)
 
 
-def _channels(splits: Splits) -> int:
-    cat = splits.train
-    return int(cat.images.shape[-1]) if cat.images is not None else 3
+def _channels(catalog: Catalog) -> int:
+    return int(catalog.images.shape[-1]) if catalog.images is not None else 3
 
 
 def cache_size(transforms: list[Callable]) -> int | None:
@@ -66,42 +65,43 @@ def cache_size(transforms: list[Callable]) -> int | None:
     return max(sizes, default=None)
 
 
-def open_image_cache(cfg: DataConfig, catalog: Catalog, transforms: list[Callable],
-                     folder: Path) -> ImageCache:
-    """``data.image_cache`` of the on-disk ``catalog`` in ``folder`` (built if missing), at
-    ``data.image_cache_size`` (default: `cache_size` of ``transforms``)."""
-    size = cfg.image_cache_size or cache_size(transforms)
-    workers = resolve_workers(cfg.num_workers, True, available_cores())
-    return ImageCache.open(folder, catalog.name, catalog.paths, size, cfg.jpeg_draft, workers)
-
-
 def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None) -> DataBundle:
-    """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``. With
-    ``data.image_cache`` an on-disk dataset's images are read from its `ImageCache` in
-    ``cache_folder`` (``<run.root>/cache/images``; None: decoded from the files)."""
-    catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
-    if catalog.paths is not None:
-        from dmlkit.data.image_check import check_images
+    """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``.
 
-        catalog, _ = check_images(catalog, on_error=cfg.on_bad_image)
-    splits = make_splits(
-        catalog, cfg.protocol, cfg.train_classes, cfg.all_images, cfg.val_fraction,
-        cfg.max_per_class, seed, cfg.folds, cfg.fold,
-    )
-    channels = _channels(splits)
+    With ``data.image_cache`` an on-disk dataset's images are read from its `ImageCache` in
+    ``cache_folder`` (``<run.root>/cache/images``; None: decoded from the files), at
+    ``data.image_cache_size`` (default: `cache_size` of the run's transforms). Image files are
+    checked (`check_images`) unless a cache of all of them exists: it decoded every one.
+    """
+    catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
+    channels = _channels(catalog)
     train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
     eval_name = cfg.eval_transform or cfg.transform
     eval_tf = build_transform(eval_name, False, cfg.image_size, channels)
     stream_tfs = {stream: (name, build_transform(name, True, cfg.image_size, channels))
                   for stream, name in cfg.stream_transforms.items()}
+    cached = cfg.image_cache and catalog.paths is not None and cache_folder is not None
+    size = cfg.image_cache_size or cache_size(
+        [train_tf, eval_tf, *(tf for _, tf in stream_tfs.values())])
+    cache = None
+    if cached:
+        cache = ImageCache.find(cache_folder, catalog.name, catalog.paths, size, cfg.jpeg_draft)
+    if catalog.paths is not None and cache is None:
+        from dmlkit.data.image_check import check_images
+
+        catalog, _ = check_images(catalog, on_error=cfg.on_bad_image)
+    if cached and cache is None:
+        workers = resolve_workers(cfg.num_workers, True, available_cores())
+        cache = ImageCache.open(cache_folder, catalog.name, catalog.paths, size,
+                                cfg.jpeg_draft, workers)
+    splits = make_splits(
+        catalog, cfg.protocol, cfg.train_classes, cfg.all_images, cfg.val_fraction,
+        cfg.max_per_class, seed, cfg.folds, cfg.fold,
+    )
     train_batch_tf = eval_batch_tf = None
     if cfg.device_transforms:
         train_batch_tf = build_batch_transform(cfg.transform, True, cfg.image_size, channels)
         eval_batch_tf = build_batch_transform(eval_name, False, cfg.image_size, channels)
-    cache = None
-    if cfg.image_cache and catalog.paths is not None and cache_folder is not None:
-        every = [train_tf, eval_tf, *(tf for _, tf in stream_tfs.values())]
-        cache = open_image_cache(cfg, catalog, every, cache_folder)
 
     def dataset(catalog: Catalog, transform: Callable, batch_transform) -> ImageDataset:
         return ImageDataset(catalog, transform, batch_transform, cfg.jpeg_draft, cache)

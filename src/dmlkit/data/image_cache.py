@@ -104,6 +104,13 @@ class ImageCache:
         return Image.fromarray(pixels, "RGB")
 
     @classmethod
+    def find(cls, folder: Path, name: str, paths: Sequence[Path], size: int | None,
+             draft: bool = True) -> ImageCache | None:
+        """The cache of ``paths`` in ``folder`` if it was built, else None."""
+        key = cache_key(name, paths, size, draft)
+        return cls(folder, key, paths) if (Path(folder) / f"{key}.npz").is_file() else None
+
+    @classmethod
     def open(cls, folder: Path, name: str, paths: Sequence[Path], size: int | None,
              draft: bool = True, num_workers: int = 0) -> ImageCache:
         """The cache of ``paths`` in ``folder``: read if there, else built first (a progress
