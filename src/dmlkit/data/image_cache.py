@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
@@ -132,8 +133,10 @@ def build(folder: Path, key: str, images: Dataset, num_workers: int, name: str) 
     """Decode ``images`` into ``folder/key.u8`` and write its index ``folder/key.npz``."""
     n = len(images)
     offsets, shapes = np.zeros(n, np.int64), np.zeros((n, 3), np.int32)
-    loader = DataLoader(images, batch_size=16, num_workers=num_workers,
-                        collate_fn=_as_list)
+    # its own generator: a run that builds the cache draws from the global RNG what one that
+    # reads it draws
+    loader = DataLoader(images, batch_size=16, num_workers=num_workers, collate_fn=_as_list,
+                        generator=torch.Generator())
     row, offset = 0, 0
     with bar(f"caching {n} images of {name}", n) as advance, \
             atomic_writer(folder / f"{key}.u8") as f:
