@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from data.fixtures import make_folder
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.device_batches import batch_seed, batch_seeds
 from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.seeded_batches import SeededBatches
 from dmlkit.data.transforms import build_transform
-from data.fixtures import make_folder
 
 
 @pytest.fixture(scope="module")
