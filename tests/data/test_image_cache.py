@@ -1,5 +1,7 @@
 """JPEG draft decoding and the pre-resized, memory-mapped image cache."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,5 @@ def test_cached_dataset_reads_the_cache(tmp_path, monkeypatch):
     image, label, index = dataset[2]
     assert torch.equal(image, transform(cache.image(cache.row(catalog.paths[2]))))
     assert (int(label), index) == (int(catalog.labels[2]), 2)
+    copy = pickle.loads(pickle.dumps(dataset))  # as a spawned worker gets it: mapped again
+    assert isinstance(copy.cache.pixels, np.memmap) and torch.equal(copy[2][0], image)

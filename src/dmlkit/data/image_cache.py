@@ -90,8 +90,17 @@ class ImageCache:
         if len(self.offsets) != len(paths):
             raise DataError(f"image cache {key}: {len(self.offsets)} images, expected "
                             f"{len(paths)}; delete {folder}/{key}.* to rebuild it")
-        self.pixels = np.memmap(Path(folder) / f"{key}.u8", dtype=np.uint8, mode="r")
+        self.file = Path(folder) / f"{key}.u8"
+        self.pixels = np.memmap(self.file, dtype=np.uint8, mode="r")
         self.rows = {str(p): r for r, p in enumerate(paths)}
+
+    def __getstate__(self) -> dict:
+        """Pickled (a worker process started by spawn): the file is mapped again, not copied."""
+        return {k: v for k, v in self.__dict__.items() if k != "pixels"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.pixels = np.memmap(self.file, dtype=np.uint8, mode="r")
 
     def row(self, path: Path) -> int:
         """Which cached image is file ``path``."""
