@@ -37,6 +37,7 @@ from dmlkit.base.progress import bar, live_bars, phase, plain
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
+from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.data.seeded_batches import SeededBatches
 from dmlkit.data.workers import loader_workers, prefetch_factor
@@ -336,9 +337,10 @@ class Trainer:
                                                  self.cfg.train.seed, stream)
                 continue
             workers = loader_workers(d.num_workers, dataset)
+            seeded = position and isinstance(dataset, ImageDataset)  # features: no transform
             self._kept[name] = DataLoader(
                 dataset,
-                batch_sampler=SeededBatches(sampler, self.cfg.train.seed, stream) if position
+                batch_sampler=SeededBatches(sampler, self.cfg.train.seed, stream) if seeded
                 else sampler,
                 num_workers=workers,
                 worker_init_fn=ignore_sigint,
