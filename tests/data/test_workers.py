@@ -30,6 +30,6 @@ def test_auto_gives_the_cores_to_files_only(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("value", ["-1", "many"])
 def test_num_workers_is_a_count_or_auto(value):
-    with pytest.raises(ConfigError, match="'data.num_workers"):
+    with pytest.raises(ConfigError, match=r"'data\.num_workers"):
         config.load("digits-smoke", [f"data.num_workers={value}"])
     assert config.load("digits-smoke", ["data.num_workers=2"]).data.num_workers == 2
