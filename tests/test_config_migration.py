@@ -18,7 +18,7 @@ def v1(method: dict) -> dict:
 def test_v1_names_become_parts_and_unused_sections_are_dropped():
     mdr = config.from_dict(v1({"name": "mdr", "mdr": {"weight": 0.3},
                                "sharing": {"shared_dim": 7}, "guided": {"master_epochs": 1}}))
-    assert mdr.version == 2 and mdr.method.label == "mdr"
+    assert mdr.version == config.CONFIG_VERSION and mdr.method.label == "mdr"
     assert mdr.method.parts.mdr.weight == 0.3 and mdr.method.parts.mdr.head == "embedding"
     assert mdr.method.parts.sharing is None and mdr.method.parts.guided is None
     metric = config.from_dict(v1({"name": "metric", "mdr": {"weight": 0.3}}))
@@ -45,10 +45,10 @@ def test_v1_run_configs_load_as_written(tmp_path):
         for key, value in section.items():  # every key of the method's section carried over
             if key != "metric_weight":
                 assert part.model_dump(mode="json")[key] == value, key
-        config.save(cfg, tmp_path / f"{name}.yaml")  # written again as version 2
+        config.save(cfg, tmp_path / f"{name}.yaml")  # written again in the current version
         again = config.load(str(tmp_path / f"{name}.yaml"))
         assert again == cfg and yaml.safe_load((tmp_path / f"{name}.yaml").read_text())[
-            "version"] == 2
+            "version"] == config.CONFIG_VERSION
 
 
 def test_v1_presets_take_v2_overrides():
@@ -64,8 +64,8 @@ def test_v1_presets_take_v2_overrides():
 def test_v2_rejects_v1_keys_and_unknown_versions():
     with pytest.raises(ConfigError, match=r"unknown key 'method.name'"):
         config.from_dict({"version": 2, "method": {"name": "mdr"}})
-    with pytest.raises(ConfigError, match=r"'version' 3 .* a newer dmlkit wrote it"):
-        config.from_dict({"version": 3})
+    with pytest.raises(ConfigError, match=r"'version' 4 .* a newer dmlkit wrote it"):
+        config.from_dict({"version": 4})
     with pytest.raises(ConfigError, match=r"'method.name': one of metric, mdr"):
         config.from_dict(v1({"name": "mdrr"}))
 
@@ -76,3 +76,21 @@ def test_composed_preset_reads_as_parts():
     assert (p.mdr.head, p.mdr.weight, p.guided.weight, p.sharing.shared_dim) == (
         "embedding", 0.6, 0.1, 16)
     assert cfg.method.label == "mdr+sharing+guided"
+
+
+def test_run_configs_before_version_3_keep_their_input_pipeline():
+    """A run's config.yaml from before version 3 lacks the input-pipeline keys: it keeps the
+    old behaviour (no draft decoding, loader seeds, num_workers 0 where absent); presets and
+    hand-written version-1 configs (not every section) take the new defaults."""
+    v2 = config.from_dict({"version": 2, "data": {"name": "cub200", "num_workers": 4}})
+    assert (v2.data.num_workers, v2.data.jpeg_draft, v2.data.augment_seeds) == (4, False,
+                                                                                "loader")
+    assert config.from_dict({"version": 2}).data.num_workers == 0
+    for name in ("metric", "mdr"):  # version 1, written whole by a run
+        old = config.load(str(FIXTURES / name / "config.yaml"))
+        assert (old.data.jpeg_draft, old.data.augment_seeds) == (False, "loader")
+    new = config.load("mdr-paper-cub")
+    assert (new.data.num_workers, new.data.jpeg_draft, new.data.augment_seeds,
+            new.data.image_cache) == ("auto", True, "position", False)
+    again = config.from_dict(yaml.safe_load(config.to_yaml(v2)))  # saved again: unchanged
+    assert again == v2 and again.version == config.CONFIG_VERSION

@@ -11,7 +11,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,7 +52,28 @@ class DataConfig(Section):
     )
     image_size: int | None = Field(None, ge=8)
     on_bad_image: Literal["fail", "skip"] = "fail"
-    num_workers: int = Field(0, ge=0)
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; auto: the cores this process may use "
+        "(at most 8) for on-disk datasets, 0 for in-memory ones (docs/input-pipeline.md)"
+    )
+    augment_seeds: Literal["position", "loader"] = Field(
+        "position", description="random augmentation of the per-sample path: position: each "
+        "sample's draws seeded by (train.seed, stream, epoch, batch, position), the same for any "
+        "num_workers, with persistent workers; loader: torch's per-epoch worker seeds from the "
+        "global RNG, workers restarted every epoch (configs before version 3)"
+    )
+    jpeg_draft: bool = Field(
+        True, description="decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg) when the transform's "
+        "first resize needs no more pixels"
+    )
+    image_cache: bool = Field(
+        False, description="on-disk datasets: decode every image once into a memory-mapped "
+        "uint8 file under <run.cache_dir>/images, pre-resized to image_cache_size"
+    )
+    image_cache_size: int | None = Field(
+        None, ge=8, description="shorter side of the cached images (default: what the "
+        "transforms' first resize needs; none: the decoded size)"
+    )
     device_transforms: bool = Field(
         True, description="in-memory datasets (MNIST family, CIFAR, digits) with the small, "
         "small_aug, cifar or raw255 preset: resize once, augment and normalize whole batches on "
@@ -198,7 +219,10 @@ class MethodConfig(Section):
         return "+".join(on) or "metric"
 
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
+SECTIONS = ("data", "model", "method", "optim", "train", "eval", "run")
+# what the input pipeline did before version 3: keys absent from an older run's config.yaml
+LEGACY_INPUT = {"num_workers": 0, "augment_seeds": "loader", "jpeg_draft": False}
 LEGACY_PARTS = ("mdr", "sharing", "guided")
 
 
@@ -227,7 +251,12 @@ def migrate_v1_method(method: dict[str, Any]) -> dict[str, Any]:
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A raw config dict of any version -> the current version (``version`` absent: 1)."""
+    """A raw config dict of any version -> the current version (``version`` absent: 1).
+
+    A run's config.yaml from before version 3 (``version: 2``, or version 1 written whole:
+    every section present) keeps its input pipeline: the `LEGACY_INPUT` values of the keys it
+    lacks. Version-1 presets and hand-written configs (some sections) take the new defaults.
+    """
     version = data.get("version", 1)
     if not isinstance(version, int) or version > CONFIG_VERSION or version < 1:
         raise ConfigError(f"config: 'version' {version!r} is not one this dmlkit reads "
@@ -235,6 +264,8 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
     if version == 1 and isinstance(data.get("method"), dict):
         data["method"] = migrate_v1_method(data["method"])
+    if version == 2 or (version == 1 and all(k in data for k in SECTIONS)):
+        data["data"] = {**LEGACY_INPUT, **(data.get("data") or {})}
     data["version"] = CONFIG_VERSION
     return data
 

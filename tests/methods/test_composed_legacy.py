@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_v1_config_migrates_to_its_part(name):
     cfg = config.load(str(FIXTURES / name / "config.yaml"))
     on = [k for k, v in cfg.method.parts if v is not None]
-    assert cfg.version == 2 and on == ([PARTS[name]] if PARTS[name] else [])
+    assert cfg.version == config.CONFIG_VERSION and on == ([PARTS[name]] if PARTS[name] else [])
     assert cfg.method.loss_weight == (0.0 if name == "guided" else 1.0)
 
 

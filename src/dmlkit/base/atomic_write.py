@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from dmlkit.errors import CheckpointError
 
@@ -30,8 +33,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename.
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temp file in the same folder, fsynced and
+    renamed onto ``path`` when the block ends without an exception (removed otherwise).
 
     A crash, a signal or a full disk leaves the previous file intact; an OSError is raised as
     `WriteError` naming the file.
@@ -45,7 +50,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             umask = os.umask(0)
             os.umask(umask)
             os.fchmod(f.fileno(), 0o666 & ~umask)  # mkstemp creates 0600: the usual file mode
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -58,3 +63,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             raise err from e
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (`atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(data)

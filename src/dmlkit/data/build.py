@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from dmlkit.config import DataConfig
+from dmlkit.data.catalog import Catalog
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.feature_dataset import FeatureDataset
+from dmlkit.data.image_cache import ImageCache
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.splits import EvalSplit, Splits, make_splits
-from dmlkit.data.transforms import build_batch_transform, build_transform
+from dmlkit.data.transforms import build_batch_transform, build_transform, first_resize
+from dmlkit.data.workers import available_cores, resolve_workers
 
 
 @dataclass
@@ -45,39 +50,69 @@ class DataBundle:
         return self.train_streams.get(name, self.train)
 
 
-def _channels(splits: Splits) -> int:
-    cat = splits.train
-    return int(cat.images.shape[-1]) if cat.images is not None else 3
+def _channels(catalog: Catalog) -> int:
+    return int(catalog.images.shape[-1]) if catalog.images is not None else 3
 
 
-def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
-    """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``."""
+def cache_size(transforms: list[Callable]) -> int | None:
+    """The shorter side a pre-resized cache needs for ``transforms``: the largest target of
+    their first resizes (None: none starts with a resize, the cache keeps decoded sizes).
+
+    >>> cache_size([build_transform("sharing", True), build_transform("sharing", False)])
+    256
+    """
+    sizes = [r.shorter_side for r in map(first_resize, transforms) if r is not None]
+    return max(sizes, default=None)
+
+
+def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None) -> DataBundle:
+    """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``.
+
+    With ``data.image_cache`` an on-disk dataset's images are read from its `ImageCache` in
+    ``cache_folder`` (``<run.cache_dir>/images``; None: decoded from the files), at
+    ``data.image_cache_size`` (default: `cache_size` of the run's transforms). Image files are
+    checked (`check_images`) unless a cache of all of them exists: it decoded every one.
+    """
     catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
-    if catalog.paths is not None:
+    channels = _channels(catalog)
+    train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
+    eval_name = cfg.eval_transform or cfg.transform
+    eval_tf = build_transform(eval_name, False, cfg.image_size, channels)
+    stream_tfs = {stream: (name, build_transform(name, True, cfg.image_size, channels))
+                  for stream, name in cfg.stream_transforms.items()}
+    cached = cfg.image_cache and catalog.paths is not None and cache_folder is not None
+    size = cfg.image_cache_size or cache_size(
+        [train_tf, eval_tf, *(tf for _, tf in stream_tfs.values())])
+    cache = None
+    if cached:
+        cache = ImageCache.find(cache_folder, catalog.name, catalog.paths, size, cfg.jpeg_draft)
+    if catalog.paths is not None and cache is None:
         from dmlkit.data.image_check import check_images
 
         catalog, _ = check_images(catalog, on_error=cfg.on_bad_image)
+    if cached and cache is None:
+        workers = resolve_workers(cfg.num_workers, True, available_cores())
+        cache = ImageCache.open(cache_folder, catalog.name, catalog.paths, size,
+                                cfg.jpeg_draft, workers)
     splits = make_splits(
         catalog, cfg.protocol, cfg.train_classes, cfg.all_images, cfg.val_fraction,
         cfg.max_per_class, seed, cfg.folds, cfg.fold,
     )
-    channels = _channels(splits)
-    train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
-    eval_name = cfg.eval_transform or cfg.transform
-    eval_tf = build_transform(eval_name, False, cfg.image_size, channels)
     train_batch_tf = eval_batch_tf = None
     if cfg.device_transforms:
         train_batch_tf = build_batch_transform(cfg.transform, True, cfg.image_size, channels)
         eval_batch_tf = build_batch_transform(eval_name, False, cfg.image_size, channels)
 
+    def dataset(catalog: Catalog, transform: Callable, batch_transform) -> ImageDataset:
+        return ImageDataset(catalog, transform, batch_transform, cfg.jpeg_draft, cache)
+
     def eval_set(catalog) -> ImageDataset:
-        return ImageDataset(catalog, eval_tf, eval_batch_tf)
+        return dataset(catalog, eval_tf, eval_batch_tf)
     stream_sets = {
-        stream: ImageDataset(
-            splits.train, build_transform(name, True, cfg.image_size, channels),
-            build_batch_transform(name, True, cfg.image_size, channels)
-            if cfg.device_transforms else None)
-        for stream, name in cfg.stream_transforms.items()}
+        stream: dataset(splits.train, tf,
+                        build_batch_transform(name, True, cfg.image_size, channels)
+                        if cfg.device_transforms else None)
+        for stream, (name, tf) in stream_tfs.items()}
 
     def eval_data(split: EvalSplit) -> EvalData:
         ref = None if split.reference is None else eval_set(split.reference)
@@ -85,7 +120,7 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
 
     return DataBundle(
         splits=splits,
-        train=ImageDataset(splits.train, train_tf, train_batch_tf),
+        train=dataset(splits.train, train_tf, train_batch_tf),
         train_streams=stream_sets,
         train_eval=eval_set(splits.train),
         val=None if splits.val is None else eval_data(splits.val),

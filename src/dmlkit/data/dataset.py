@@ -6,20 +6,24 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from dmlkit.data.batch_transform import BatchTransform
 from dmlkit.data.catalog import Catalog
-from dmlkit.errors import DataError
+from dmlkit.data.image_cache import ImageCache, decode
+from dmlkit.data.transforms import first_resize
 
 
 class ImageDataset(Dataset):
     """Samples of a catalog with a transform.
 
     ``__getitem__(i)`` returns ``(image_tensor, label, i)``; the index lets methods look up
-    per-sample state (Guided DML's targets). In-memory images are handed to the transform as a
-    uint8 C x H x W tensor, files as PIL images (RGB, or L for single-channel datasets).
+    per-sample state (Guided DML's targets). ``__getitem__((i, seed))`` draws the transform's
+    random numbers from torch's generator seeded with ``seed`` (the global RNG is left as it
+    was): the per-sample path's augmentation as a function of the position (`SeededBatches`).
+    In-memory images are handed to the transform as a uint8 C x H x W tensor, files as RGB PIL
+    images: decoded from the file (with ``jpeg_draft``, a JPEG at the smallest 1/2^k scale the
+    transform's first resize allows), or read from an `ImageCache` when one is given.
 
     With a ``batch_transform`` (the batched form of ``transform``), an in-memory dataset is
     ``batched``: `batch` returns whole transformed batches on a device, the deterministic part
@@ -27,9 +31,15 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, catalog: Catalog, transform: Callable | None = None,
-                 batch_transform: BatchTransform | None = None) -> None:
+                 batch_transform: BatchTransform | None = None, jpeg_draft: bool = False,
+                 cache: ImageCache | None = None) -> None:
         self.catalog = catalog
         self.transform = transform
+        resize = first_resize(transform) if jpeg_draft else None
+        self.draft = None if resize is None else resize.draft
+        self.cache = cache if catalog.paths is not None else None
+        self._rows = (None if self.cache is None
+                      else np.array([self.cache.row(p) for p in catalog.paths], dtype=np.int64))
         self.labels = torch.as_tensor(catalog.labels, dtype=torch.long)
         self._images = (
             None if catalog.images is None
@@ -37,6 +47,11 @@ class ImageDataset(Dataset):
         )
         self.batch_transform = batch_transform if self._images is not None else None
         self._resized: torch.Tensor | None = None
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the images are files (decoded, or read from the cache, per sample)."""
+        return self._images is None
 
     @property
     def batched(self) -> bool:
@@ -70,15 +85,17 @@ class ImageDataset(Dataset):
         """The untransformed image (uint8 tensor C x H x W, or PIL image)."""
         if self._images is not None:
             return self._images[i]
-        path = self.catalog.paths[i]
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot decode image {path}: {e}") from e
+        if self._rows is not None:
+            return self.cache.image(int(self._rows[i]))
+        return decode(self.catalog.paths[i], self.draft)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        i, seed = item if isinstance(item, tuple) else (item, None)
         image = self.raw(i)
-        if self.transform is not None:
+        if self.transform is not None and seed is None:
             image = self.transform(image)
+        elif self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(seed)
+                image = self.transform(image)
         return image, self.labels[i], i

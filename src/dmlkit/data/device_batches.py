@@ -20,11 +20,16 @@ from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.epoch_sampler import EpochBatchSampler
 
 
-def batch_seed(seed: int, stream: int, epoch: int, batch: int) -> int:
-    """A 63-bit generator seed for one batch position (NumPy SeedSequence hashing)."""
+def batch_seeds(seed: int, stream: int, epoch: int, batch: int, count: int) -> list[int]:
+    """``count`` 63-bit generator seeds for one batch position (NumPy SeedSequence hashing);
+    the first ``k`` do not depend on ``count``."""
     sequence = np.random.SeedSequence([seed % 2**63, stream, epoch, batch])
-    state = sequence.generate_state(1, np.uint64)
-    return int(state[0]) >> 1
+    return [int(s) >> 1 for s in sequence.generate_state(count, np.uint64)]
+
+
+def batch_seed(seed: int, stream: int, epoch: int, batch: int) -> int:
+    """A 63-bit generator seed for one batch position (the first of `batch_seeds`)."""
+    return batch_seeds(seed, stream, epoch, batch, 1)[0]
 
 
 class DeviceBatches:

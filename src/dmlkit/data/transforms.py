@@ -24,6 +24,7 @@ fashion_mnist; + _noflip) for in-memory datasets.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
@@ -111,6 +112,42 @@ def build_transform(
     if noflip:
         ops = [op for op in ops if not isinstance(op, v2.RandomHorizontalFlip)]
     return v2.Compose(ops)
+
+
+@dataclass(frozen=True)
+class FirstResize:
+    """The resize a transform starts with, ``size`` as torchvision's Resize takes it: ``(s,)``
+    scales the shorter side to s (aspect kept), ``(h, w)`` gives exactly h x w."""
+
+    size: tuple[int, ...]
+
+    @property
+    def draft(self) -> tuple[int, int]:
+        """(width, height) an image may be shrunk to before the resize without it upscaling
+        what it would have downscaled: every side >= the resize's target (PIL's
+        ``Image.draft`` keeps both sides at least this large)."""
+        return (self.size[0], self.size[0]) if len(self.size) == 1 else (self.size[1],
+                                                                           self.size[0])
+
+    @property
+    def shorter_side(self) -> int:
+        """The shorter side a pre-resized copy needs to feed this resize (its largest target)."""
+        return max(self.size)
+
+
+def first_resize(transform: Callable | None) -> FirstResize | None:
+    """The `FirstResize` a transform (a `build_transform` result) starts with, or None (it
+    starts with something else, e.g. a random crop of the full image).
+
+    >>> first_resize(build_transform("mdr", True)), first_resize(build_transform("mlrc", False))
+    (FirstResize(size=(256, 256)), FirstResize(size=(256,)))
+    >>> first_resize(build_transform("sharing", True)) is None
+    True
+    """
+    ops = getattr(transform, "transforms", [transform])
+    if not ops or not isinstance(ops[0], v2.Resize) or ops[0].max_size is not None:
+        return None
+    return FirstResize(tuple(int(s) for s in ops[0].size))
 
 
 def build_batch_transform(

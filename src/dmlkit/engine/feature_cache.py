@@ -59,7 +59,7 @@ def feature_key(cfg: Config, dataset: ImageDataset, backbone_digest: str,
 
 
 def cached_features(dataset: ImageDataset, backbone: nn.Module, key: dict, folder: Path,
-                    device: torch.device, batch_size: int = 512, num_workers: int = 0,
+                    device: torch.device, batch_size: int = 512, num_workers: int | str = 0,
                     describe: str = "features") -> torch.Tensor:
     """The (N, feature_dim) features of ``dataset`` under ``key``: read from ``folder`` if
     there, else computed (progress bar with ETA on stderr) and written atomically."""

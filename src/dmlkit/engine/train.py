@@ -149,7 +149,7 @@ def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed, cfg.train.deterministic, device)
     with phase(f"loading data ({cfg.data.name})"):
-        data = build_data(cfg.data, cfg.train.seed)
+        data = build_data(cfg.data, cfg.train.seed, cfg.run.cache_path / "images")
     with phase(f"building the model ({cfg.model.backbone})"):
         method = build_method(cfg, data.splits.train.classes)
         model = build_model(cfg.model, data.in_channels, **method_heads(cfg))

@@ -37,7 +37,10 @@ from dmlkit.base.progress import bar, live_bars, phase, plain
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, EvalData
+from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.device_batches import DeviceBatches
+from dmlkit.data.seeded_batches import SeededBatches
+from dmlkit.data.workers import loader_workers, prefetch_factor
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
 from dmlkit.engine.precision import inference_view, training_view
@@ -212,6 +215,7 @@ class Trainer:
         self._rng: dict | None = None  # RNG state to restore when the loop continues (resume)
         self._sums: dict[str, torch.Tensor] = {}  # the epoch's loss sums, on the device
         self._unread = False  # _sums changed since _read_sums
+        self._kept: dict[str, DataLoader | DeviceBatches] = {}  # `_loaders`: kept across epochs
 
     def warn(self, message: str) -> None:
         """One line on the console."""
@@ -326,21 +330,37 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def _loaders(self) -> dict[str, DataLoader | DeviceBatches]:
         """One loader per stream: batches built on the device for a batched in-memory dataset
-        (random draws a function of the position), else a DataLoader."""
-        loaders = {}
+        (random draws a function of the position), else a DataLoader.
+
+        ``data.augment_seeds: position``: each sample's draws are seeded by its position
+        (`SeededBatches`) and the DataLoader, with persistent workers, is kept across epochs
+        (it draws nothing from the global RNG). ``loader``: a DataLoader per epoch whose
+        workers take torch's seeds from the global RNG (configs before version 3)."""
+        d = self.cfg.data
+        position = d.augment_seeds == "position"
         for stream, (name, sampler) in enumerate(self.samplers.items()):
             sampler.set_epoch(self.epoch, self.batch)
+            if position and name in self._kept:
+                continue
             dataset = self.data.stream(name)  # each stream with its own transform
             if dataset.batched:
-                loaders[name] = DeviceBatches(dataset, sampler, self.device,
-                                              self.cfg.train.seed, stream)
+                self._kept[name] = DeviceBatches(dataset, sampler, self.device,
+                                                 self.cfg.train.seed, stream)
                 continue
-            loaders[name] = DataLoader(
-                dataset, batch_sampler=sampler,
-                num_workers=self.cfg.data.num_workers,
+            workers = loader_workers(d.num_workers, dataset)
+            seeded = position and isinstance(dataset, ImageDataset)  # features: no transform
+            self._kept[name] = DataLoader(
+                dataset,
+                batch_sampler=SeededBatches(sampler, self.cfg.train.seed, stream) if seeded
+                else sampler,
+                num_workers=workers,
                 worker_init_fn=ignore_sigint,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=position and workers > 0,
+                prefetch_factor=prefetch_factor(workers),
+                generator=torch.Generator() if position else None,
             )
-        return loaders
+        return {name: self._kept[name] for name in self.samplers}
 
     def train_epoch(self, progress: Progress, stop: StopOnSignal | None = None) -> dict:
         """The rest of the current epoch (all of it unless resumed mid-epoch)."""
@@ -362,7 +382,8 @@ class Trainer:
         t0 = time.perf_counter() - cur["seconds"]
         for it, streams in enumerate(_drawn(iterators), start=self.batch):
             batches = {
-                name: tuple(t.to(self.device) if torch.is_tensor(t) else t for t in b)
+                name: tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t
+                            for t in b)
                 for name, b in zip(loaders, streams, strict=True)
             }
             cur["images"] += sum(len(b[0]) for b in batches.values()) * self.dist.world_size
@@ -524,27 +545,30 @@ class Trainer:
                 "pretrained features evaluation")
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-        with StopOnSignal() as stop, live_bars(*columns) as progress:
-            while self.epoch < cfg.train.epochs and not self._early_stopped():
-                row = {"epoch": self.epoch + 1, **self.train_epoch(progress, stop)}
-                plain(f"epoch {self.epoch + 1}/{cfg.train.epochs}: loss "
-                      f"{row.get('train_loss', math.nan):.4f}, {row['train_img_per_s']:.0f} "
-                      f"img/s, {row['train_seconds']:.1f} s")
-                row["lr"] = self.optimizer.param_groups[0]["lr"]
-                row.update({f"method_{k}": v for k, v in self.method.logs().items()})
-                row.update(self.method.validation_logs(self.model, self.device))
-                self.epoch, self.batch = self.epoch + 1, 0
-                self._validate(row)
-                self._step_scheduler(row)
-                if self.dist.is_main:
-                    self.run.append_metrics(row)
-                self.save_checkpoint()
-                if tracker.loggers:
-                    tracker.log_epochs(self.run.metrics_rows())
-                if self._stop_requested(stop):
-                    raise self._interrupted(stop)
-                if self._early_stopped():
-                    self.console.print(f"early stop after epoch {self.epoch}")
+        try:
+            with StopOnSignal() as stop, live_bars(*columns) as progress:
+                while self.epoch < cfg.train.epochs and not self._early_stopped():
+                    row = {"epoch": self.epoch + 1, **self.train_epoch(progress, stop)}
+                    plain(f"epoch {self.epoch + 1}/{cfg.train.epochs}: loss "
+                          f"{row.get('train_loss', math.nan):.4f}, {row['train_img_per_s']:.0f} "
+                          f"img/s, {row['train_seconds']:.1f} s")
+                    row["lr"] = self.optimizer.param_groups[0]["lr"]
+                    row.update({f"method_{k}": v for k, v in self.method.logs().items()})
+                    row.update(self.method.validation_logs(self.model, self.device))
+                    self.epoch, self.batch = self.epoch + 1, 0
+                    self._validate(row)
+                    self._step_scheduler(row)
+                    if self.dist.is_main:
+                        self.run.append_metrics(row)
+                    self.save_checkpoint()
+                    if tracker.loggers:
+                        tracker.log_epochs(self.run.metrics_rows())
+                    if self._stop_requested(stop):
+                        raise self._interrupted(stop)
+                    if self._early_stopped():
+                        self.console.print(f"early stop after epoch {self.epoch}")
+        finally:
+            self._kept.clear()  # persistent DataLoader workers end here
         if self.dist.is_main:
             save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
         self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device,

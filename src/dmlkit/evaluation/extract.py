@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dmlkit.base import process_group
+from dmlkit.data.workers import loader_workers, prefetch_factor
 
 
 @torch.no_grad()
@@ -17,12 +18,14 @@ def extract_embeddings(
     dataset: Dataset,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     train_mode: bool = False,
     advance: Callable[[int], None] | None = None,
     out_device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(float32 embeddings, labels) of every sample, in dataset order, on ``out_device``.
+
+    ``num_workers``: DataLoader workers (``auto``: `dmlkit.data.workers.resolve_workers`).
 
     ``train_mode=True`` reproduces Guided DML's official extraction (BatchNorm in training
     mode, using batch statistics); the default is eval mode. A batched in-memory dataset (or a
@@ -45,15 +48,17 @@ def extract_embeddings(
 
 
 def dataset_batches(dataset: Dataset, batch_size: int, device: torch.device | str,
-                    num_workers: int = 0) -> Iterator[tuple]:
+                    num_workers: int | str = 0) -> Iterator[tuple]:
     """Consecutive batches of ``dataset``: on the device for a batched one (its deterministic
     batch transform), else a DataLoader's (on the CPU)."""
     base, index = dataset, None
     if isinstance(dataset, Subset):
         base, index = dataset.dataset, torch.as_tensor(dataset.indices, dtype=torch.long)
     if not getattr(base, "batched", False) or base.batch_transform.random:
+        workers = loader_workers(num_workers, dataset)
         yield from DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                              num_workers=num_workers)
+                              num_workers=workers, prefetch_factor=prefetch_factor(workers),
+                              pin_memory=torch.device(device).type == "cuda")
         return
     index = torch.arange(len(base)) if index is None else index
     for chunk in index.split(batch_size):
@@ -65,7 +70,7 @@ def extract_sharded(
     dataset: Dataset,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     train_mode: bool = False,
     advance: Callable[[int], None] | None = None,
     out_device: torch.device | str = "cpu",

@@ -38,7 +38,8 @@ class LoadedRun:
     def data(self) -> DataBundle:
         if self._data is None:
             with phase(f"loading data ({self.cfg.data.name})"):
-                self._data = build_data(self.cfg.data, self.cfg.train.seed)
+                self._data = build_data(self.cfg.data, self.cfg.train.seed,
+                                        self.cfg.run.cache_path / "images")
         return self._data
 
     @property

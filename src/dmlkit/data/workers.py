@@ -1,0 +1,55 @@
+"""How many DataLoader worker processes a dataset gets (``data.num_workers``), and their prefetch.
+
+Workers pay off where each sample costs real CPU time (decoding and transforming image files);
+for in-memory datasets their start-up costs more than it saves, so ``auto`` gives them none.
+"""
+
+from __future__ import annotations
+
+import os
+
+from torch.utils.data import Dataset, Subset
+
+MAX_AUTO_WORKERS = 8
+
+
+def resolve_workers(setting: int | str, on_disk: bool, cores: int) -> int:
+    """``data.num_workers`` as a number: an int stays; ``auto`` is ``min(cores, 8)`` for an
+    on-disk dataset and 0 for an in-memory one.
+
+    >>> resolve_workers("auto", True, 16), resolve_workers("auto", True, 2)
+    (8, 2)
+    >>> resolve_workers("auto", False, 16), resolve_workers(3, False, 16)
+    (0, 3)
+    """
+    if setting != "auto":
+        return int(setting)
+    return min(cores, MAX_AUTO_WORKERS) if on_disk else 0
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def on_disk(dataset: Dataset) -> bool:
+    """Whether ``dataset`` (or the dataset under a Subset) reads image files."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return bool(getattr(dataset, "on_disk", False))
+
+
+def loader_workers(setting: int | str, dataset: Dataset) -> int:
+    """`resolve_workers` for ``dataset`` on this machine."""
+    return resolve_workers(setting, on_disk(dataset), available_cores())
+
+
+def prefetch_factor(workers: int) -> int | None:
+    """Batches each worker loads ahead: at least 4 in flight in all (None without workers).
+
+    >>> [prefetch_factor(n) for n in (0, 1, 2, 8)]
+    [None, 4, 2, 2]
+    """
+    return None if workers == 0 else max(2, -(-4 // workers))
