@@ -67,8 +67,11 @@ def check_images(
         raise DataError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
     if catalog.paths is None:
         return catalog, 0
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
+    pool = ThreadPoolExecutor(workers or default_workers())
+    try:
         problems = list(pool.map(partial(image_problem, decode=decode), catalog.paths))
+    finally:  # on Ctrl-C, report at once: a file blocking a reader does not hold the interrupt
+        pool.shutdown(wait=False, cancel_futures=True)
     bad = np.array([p is not None for p in problems], dtype=bool)
     if not bad.any():
         return catalog, 0
