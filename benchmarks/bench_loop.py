@@ -112,7 +112,7 @@ def eval_input(preset: str, overrides: list[str], reps: int) -> None:
     """Time the evaluation input path alone (test queries, batches of 512, no model): the
     per-sample DataLoader against the batched path, interleaved."""
     from dmlkit.data.build import build_data
-    from dmlkit.evaluation.extract import _batches
+    from dmlkit.evaluation.extract import dataset_batches
 
     sets = {"per-sample": build_data(config.load(preset, [*overrides,
                                                           "data.device_transforms=false"]).data),
@@ -121,7 +121,7 @@ def eval_input(preset: str, overrides: list[str], reps: int) -> None:
     for _ in range(reps):
         for name, data in sets.items():
             t0 = time.perf_counter()
-            n = sum(len(x) for x, _, _ in _batches(data.test.query, 512, "cpu", 0))
+            n = sum(len(x) for x, _, _ in dataset_batches(data.test.query, 512, "cpu", 0))
             times[name].append(time.perf_counter() - t0)
     for name, t in times.items():
         print(f"{name:>10}: {statistics.median(t):.3f} s for {n} images "

@@ -7,6 +7,9 @@
 3. Throughput: dmlkit's Trainer against the bare PyTorch + PML loop of bench_loop.py
    (interleaved repetitions, median ratio), ResNet-50 at 224 px and CIFAR ResNet-18 at 32 px
    on synthetic images, fp32 and bf16, channels_last.
+4. Evaluation on the device: the metrics of clustered embeddings held on CUDA (topk ranking,
+   torch k-means) against the same embeddings on the CPU (numpy ranking, faiss k-means), and
+   `extract_embeddings` against a bare no_grad loop (bench_extract.py).
 
 Writes a markdown report (default docs/results/gpu-check.md). ``--dry-run`` runs every step at
 a tiny size on the CPU (the "CUDA" side is then the CPU too) and writes nowhere by default.
@@ -30,6 +33,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_extract
+from bench_evaluation import make_data
 from bench_loop import AnchorArm, DmlkitArm
 
 from dmlkit import config
@@ -157,6 +162,37 @@ def throughput(device: torch.device, root: str, dry: bool) -> list[str]:
     return rows
 
 
+def evaluation(device: torch.device, dry: bool) -> list[str]:
+    """Rows of the device-vs-CPU evaluation table and of the extraction ratios: kNN metrics
+    agree up to float32 ranking ties, NMI/AMI up to the k-means draws (faiss's on the CPU,
+    a torch.Generator's on the device)."""
+    from dmlkit.evaluation import evaluate
+
+    data = make_data("10k-10" if dry else "60k-100", 128)
+    x, y = torch.from_numpy(data["query"]), torch.from_numpy(data["query_labels"])
+    results, seconds = {}, {}
+    for where in ("cpu", device):
+        q = x.to(where)
+        t0 = time.perf_counter()
+        results[str(where)] = evaluate(q, y, kmeans_seed=1234)
+        seconds[str(where)] = time.perf_counter() - t0
+    cpu, dev = results["cpu"], results[str(device)]
+    rows = []
+    for key, bound in (("precision_at_1", 1e-3), ("map_at_r", 1e-3), ("nmi", 0.02),
+                       ("ami", 0.02)):
+        diff = abs(dev[key] - cpu[key])
+        rows.append(f"| {key} | {cpu[key]:.4f} | {dev[key]:.4f} | {diff:.4f} | "
+                    f"{'ok' if diff <= bound else 'FAIL'} |")
+    rows.append(f"| seconds | {seconds['cpu']:.2f} | {seconds[str(device)]:.2f} | | |")
+    n, reps = (1000, 1) if dry else (60_000, 5)
+    for workload in bench_extract.WORKLOADS:
+        for p in ("fp32", "bf16"):
+            r = bench_extract.run(workload, n, 512, reps, device, p, p == "bf16")
+            rows.append(f"| extract {workload} {n} images, {p} (s, bare / dmlkit) | "
+                        f"{r['bare']:.3f} | {r['dmlkit']:.3f} | ratio {r['ratio']:.3f} | |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
@@ -178,6 +214,9 @@ def main() -> None:
             ("Throughput vs a bare PyTorch + PML loop (img/s, median of interleaved reps)",
              "| workload | precision | dmlkit | bare loop | ratio |\n|---|---|---|---|---|",
              throughput(device, root, dry)),
+            ("Evaluation on the device vs the CPU (clustered embeddings, d=128)",
+             "| metric | CPU | device | diff | |\n|---|---|---|---|---|",
+             evaluation(device, dry)),
         ]
     name = "CPU (dry run)" if dry else torch.cuda.get_device_name(0)
     text = [f"# GPU check{' (dry run)' if dry else ''}", "",

@@ -307,7 +307,10 @@ class EvalConfig(Section):
     classification: bool = Field(
         False, description="add 1-NN classification accuracy and macro precision/recall/F1"
     )
-    evaluate_untrained: bool = True
+    evaluate_untrained: bool = Field(
+        True, description="also test the model at initialization (and, with a frozen "
+        "backbone, its features themselves: pretrained_features)"
+    )
     bn_train_mode: bool = Field(
         False, description="extract with BatchNorm in training mode (Guided DML's official code)"
     )

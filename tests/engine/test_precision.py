@@ -10,9 +10,10 @@ from dmlkit import config
 from dmlkit.config import HeadConfig, ModelConfig
 from dmlkit.engine import trainer as trainer_mod
 from dmlkit.engine.checkpoint import CheckpointFolder, load_state
-from dmlkit.engine.precision import MixedPrecisionView, training_view
+from dmlkit.engine.precision import MixedPrecisionView, inference_view, training_view
 from dmlkit.engine.train import train
 from dmlkit.models.embedding_model import build_model
+from numeric import assert_close_scaled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,3 +71,31 @@ def test_fp16_overflow_is_skipped_and_counted_not_fatal(tmp_path, monkeypatch):
     col = rows[0].split(",").index("fp16_overflow_steps")
     overflows = [int(r.split(",")[col]) for r in rows[1:]]
     assert overflows[0] > 0 and sum(overflows) < 20  # 2 epochs x 10 batches: some steps ran
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_evaluation_embeds_with_the_training_precision(tmp_path, monkeypatch, channels_last):
+    """evaluate_model extracts through `inference_view` (autocast, channels_last), in the
+    model's own mode; bf16 embeddings are close to float32's (bf16 keeps 8 mantissa bits)."""
+    from dmlkit.data.build import build_data
+    from dmlkit.evaluation.extract import extract_embeddings
+
+    cfg = smoke(tmp_path, "train.precision=bf16", f"train.channels_last={channels_last}")
+    data = build_data(cfg.data, cfg.train.seed)
+    m = model().eval()
+    want, _ = extract_embeddings(m, data.test.query, 64)
+    seen = []
+    real = trainer_mod.extract_sharded
+
+    def recording(view, *args):
+        seen.append(view)
+        return real(view, *args)
+
+    monkeypatch.setattr(trainer_mod, "extract_sharded", recording)
+    trainer_mod.evaluate_model(m, data.test, cfg, torch.device("cpu"))
+    assert isinstance(seen[0], MixedPrecisionView) and seen[0].channels_last == channels_last
+    assert not m.training  # the view took the model's mode, extraction restored it
+    got, _ = extract_embeddings(seen[0], data.test.query, 64)
+    assert got.dtype == torch.float32 and not torch.equal(got, want)
+    assert_close_scaled(got, want, rel=2e-2)
+    assert inference_view(m, "fp32", torch.device("cpu")) is m  # fp32: the model itself

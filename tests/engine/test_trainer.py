@@ -157,3 +157,43 @@ def test_every_phase_announces_itself_on_stderr(tmp_path, capsys):
         assert line.startswith(expected.removesuffix("..."))
     assert "\r" not in err and "\x1b" not in err  # stderr is no terminal here: plain lines
     assert not any(p in out for p in phases)  # progress never goes to stdout
+
+
+def test_evaluation_device_is_the_training_device_only_on_cuda():
+    from dmlkit.engine.trainer import evaluation_device
+
+    assert evaluation_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert evaluation_device(torch.device("cpu")) == torch.device("cpu")
+    assert evaluation_device(torch.device("mps")) == torch.device("cpu")
+
+
+def test_evaluation_keeps_the_embeddings_on_the_evaluation_device(tmp_path, monkeypatch):
+    """evaluate_model asks `evaluation_device` where the embeddings go, extracts them there
+    and evaluates them there (on CUDA: the kNN's topk and the torch k-means)."""
+    from dmlkit.data.build import build_data
+    from dmlkit.engine import trainer as trainer_mod
+    from dmlkit.models.embedding_model import build_model
+
+    asked, outs, got = [], [], []
+    monkeypatch.setattr(trainer_mod, "evaluation_device",
+                        lambda device: asked.append(device) or torch.device("meta"))
+
+    def extract(model, dataset, batch_size, device, workers, bn_train, advance, out_device):
+        outs.append(out_device)
+        return torch.zeros(len(dataset), 4, device=out_device), dataset.labels.to(out_device)
+
+    def evaluate(q, ql, r, rl, **options):
+        got.append((q.device, ql.device))
+        return {"map_at_r": 0.0}
+
+    monkeypatch.setattr(trainer_mod, "extract_sharded", extract)
+    monkeypatch.setattr(trainer_mod, "evaluate", evaluate)
+    monkeypatch.setattr(torch, "isfinite", lambda x: torch.ones((), dtype=torch.bool))
+    cfg = smoke(tmp_path)
+    data = build_data(cfg.data, cfg.train.seed)
+    model = build_model(cfg.model, data.in_channels)
+    assert trainer_mod.evaluate_model(model, data.test, cfg, torch.device("cpu")) == {
+        "map_at_r": 0.0}
+    meta = torch.device("meta")
+    assert asked == [torch.device("cpu")] and outs and set(outs) == {meta}
+    assert got == [(meta, meta)]

@@ -7,7 +7,7 @@ from torch.utils.data import Subset
 from dmlkit.data.catalog import Catalog
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.transforms import build_batch_transform, build_transform
-from dmlkit.evaluation.extract import extract_embeddings
+from dmlkit.evaluation.extract import extract_embeddings, extract_sharded
 
 
 def test_batched_extraction_equals_the_per_sample_path():
@@ -24,3 +24,19 @@ def test_batched_extraction_equals_the_per_sample_path():
         want, want_y = extract_embeddings(model, a, batch_size=8)
         got, got_y = extract_embeddings(model, b, batch_size=8)
         assert torch.equal(got_y, want_y) and torch.equal(got, want)
+
+
+def test_embeddings_come_back_on_out_device():
+    """Default: the CPU (existing callers); ``out_device``: one copy there at the end (the
+    meta device stands in for an accelerator)."""
+    cat = Catalog(name="toy", labels=np.arange(10) % 2, split=np.full(10, "test"),
+                  images=np.zeros((10, 8, 8, 1), dtype=np.uint8))
+    ds = ImageDataset(cat, build_transform("small", False, 8, 1),
+                      build_batch_transform("small", False, 8, 1))
+    model = torch.nn.Flatten()
+    emb, labels = extract_embeddings(model, ds, batch_size=4)
+    assert (emb.device.type, labels.device.type, emb.shape) == ("cpu", "cpu", (10, 64))
+    emb, labels = extract_embeddings(model, ds, batch_size=4, out_device="meta")
+    assert (emb.device.type, labels.device.type, emb.dtype) == ("meta", "meta", torch.float32)
+    emb, labels = extract_sharded(model, ds, batch_size=4, out_device="meta")
+    assert emb.device.type == "meta" and emb.shape == (10, 64)

@@ -335,3 +335,39 @@ def test_val_loss_is_logged_per_epoch_in_metrics_csv(tmp_path):
     assert all(float(r["val_loss"]) > 0 for r in rows)
     final = run.read_json("metrics.json")["final"]
     assert {"nn_accuracy", "nn_macro_f1"} <= final.keys()  # guided-small sets classification
+
+
+def test_master_training_reads_batches_and_the_loss_once_per_epoch(data, monkeypatch):
+    """Batched images train the master exactly as sample-by-sample images; the labels reach the
+    master on the host (its routing needs no device read) and the epoch's loss is read once."""
+    from dmlkit.data.dataset import ImageDataset
+    from dmlkit.data.transforms import build_batch_transform, build_transform
+
+    cfg = GuidedConfig(master_epochs=2, master_batch_size=8)
+    part = _method(cfg, LossConfig(), data.splits.train.classes, 2).guided
+    size, channels = data.image_size, data.in_channels
+    raw = build_transform("raw255", False, size, channels)
+    per_sample = ImageDataset(data.splits.train, raw)
+    batched = ImageDataset(data.splits.train, raw,
+                           build_batch_transform("raw255", False, size, channels))
+    assert batched.batched and not per_sample.batched
+    labels = data.splits.train.labels
+    master_cfg = part.master_config(channels, (size, size))
+    want_log, got_log = [], []
+    want = part.train_master(per_sample, labels, master_cfg, CPU, log=want_log.append)
+
+    reads, label_devices = [], []
+    for name in ("item", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda t, *a, _o=original, _n=name:
+                            reads.append(_n) or _o(t, *a))
+    forward = MultiBranchMaster.forward
+    monkeypatch.setattr(MultiBranchMaster, "forward", lambda self, x, y:
+                        label_devices.append(y.device.type) or forward(self, x, y))
+    got = part.train_master(batched, labels, master_cfg, CPU, log=got_log.append)
+    monkeypatch.undo()
+    assert reads == ["__float__", "__float__"]  # one per epoch
+    assert label_devices and set(label_devices) == {"cpu"}
+    assert got_log == want_log and len(got_log) == 2
+    for key, value in want.state_dict().items():
+        assert torch.equal(got.state_dict()[key], value), key

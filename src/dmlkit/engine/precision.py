@@ -3,7 +3,8 @@
 ``train.precision``: ``fp32`` (default), ``bf16`` or ``fp16`` (with a gradient scaler, see the
 trainer). Only the model's forward runs under ``torch.autocast``; its outputs are cast to float32
 before any miner, loss or regularizer sees them, so distances, margins and MDR statistics are
-float32. Evaluation always embeds in float32.
+float32. Evaluation embeds through the same view (`inference_view`): its forward runs under
+the same autocast, its embeddings are float32.
 """
 
 from __future__ import annotations
@@ -54,3 +55,10 @@ def training_view(model: nn.Module, precision: str, device: torch.device,
     if precision == "fp32" and not channels_last:
         return model
     return MixedPrecisionView(model, precision, device, channels_last)
+
+
+def inference_view(model: nn.Module, precision: str, device: torch.device,
+                   channels_last: bool = False) -> nn.Module:
+    """`training_view` in ``model``'s current train/eval mode (what extraction saves and
+    restores), for embedding with the training forward's precision and memory format."""
+    return training_view(model, precision, device, channels_last).train(model.training)

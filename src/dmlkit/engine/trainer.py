@@ -40,7 +40,7 @@ from dmlkit.data.build import DataBundle, EvalData
 from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
-from dmlkit.engine.precision import training_view
+from dmlkit.engine.precision import inference_view, training_view
 from dmlkit.engine.run_report import write_run_report
 from dmlkit.engine.seed import cuda_rng_state, rng_state, seed_everything, set_rng_state
 from dmlkit.engine.tracking.tracker import Tracker
@@ -100,18 +100,29 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
     return None
 
 
+def evaluation_device(device: torch.device) -> torch.device:
+    """Where evaluation keeps the embeddings and ranks / clusters them: the training device
+    when it is CUDA (the kNN's topk and the torch k-means run there), else the CPU (numpy
+    selection, faiss k-means)."""
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def evaluate_model(
     model: nn.Module, data: EvalData, cfg: Config, device: torch.device,
     describe: str | None = None,
 ) -> dict[str, float]:
     """Embed the query (and reference) set and compute every metric from one ranking.
 
-    Under torch.distributed each rank embeds a block of samples, rank 0 computes the metrics
+    The forward runs as in training (`inference_view`: ``train.precision`` autocast,
+    ``train.channels_last``), the embeddings stay on `evaluation_device`. Under
+    torch.distributed each rank embeds a block of samples, rank 0 computes the metrics
     and every rank returns them. ``describe`` (e.g. "final evaluation") shows the evaluation on
     stderr: a bar over the embedded images, then the metric computation. Non-finite embeddings:
     TrainingError (the model diverged).
     """
-    e = cfg.eval
+    e, t = cfg.eval, cfg.train
+    view = inference_view(model, t.precision, device, t.channels_last)
+    out = evaluation_device(device)
 
     def batch(dataset) -> int:  # eval.batch_divisor: Guided DML's official len(dataset) // 30
         return max(1, len(dataset) // e.batch_divisor) if e.batch_divisor else e.batch_size
@@ -120,8 +131,8 @@ def evaluate_model(
     show = describe is not None
     total = sum(shard_size(len(s)) for s in sets)
     with bar(f"{describe}: embedding", total, show) as advance:
-        (q, ql), *ref = [extract_sharded(model, s, batch(s), device, cfg.data.num_workers,
-                                         e.bn_train_mode, advance) for s in sets]
+        (q, ql), *ref = [extract_sharded(view, s, batch(s), device, cfg.data.num_workers,
+                                         e.bn_train_mode, advance, out) for s in sets]
     r, rl = ref[0] if ref else (None, None)
     if not all(bool(torch.isfinite(x).all()) for x in (q, r) if x is not None):
         raise TrainingError("the model diverged: its embeddings are not finite (NaN or "
@@ -506,7 +517,8 @@ class Trainer:
         if cfg.eval.evaluate_untrained and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device, "untrained evaluation")
-        if cfg.model.freeze_backbone and "pretrained_features" not in self.results:
+        if (cfg.eval.evaluate_untrained and cfg.model.freeze_backbone
+                and "pretrained_features" not in self.results):
             self.results["pretrained_features"] = evaluate_model(
                 NormalizedFeatures(), self.data.test, cfg, self.device,
                 "pretrained features evaluation")

@@ -1,26 +1,43 @@
 """NMI and AMI of a seeded k-means clustering against the labels (as PML's AccuracyCalculator).
 
-k-means is ``faiss.Kmeans(d, n_clusters, niter=20, seed=seed)`` with faiss's other defaults
-(so, like PML, it trains on a random subset of at most 256 points per centroid), n_clusters is
-the number of distinct labels, and each point goes to its nearest centroid. The scores are
-scikit-learn's ``normalized_mutual_info_score`` (arithmetic normalisation) and
+n_clusters is the number of distinct labels, each point goes to its nearest centroid, and the
+scores are scikit-learn's ``normalized_mutual_info_score`` (arithmetic normalisation) and
 ``adjusted_mutual_info_score``. PML uses faiss's default seed, 1234.
+
+Two k-means implementations, chosen by where the embeddings are (`kmeans_backend`):
+
+- CPU (numpy arrays, CPU tensors): ``faiss.Kmeans(d, n_clusters, niter=20, seed=seed)`` with
+  faiss's other defaults, as PML (faiss-cpu).
+- other devices (CUDA): `torch_kmeans_assignments`, the same algorithm as faiss's defaults in
+  torch on the embeddings' device: train on a random subset of at most 256 points per
+  centroid (``max_points_per_centroid``), initial centroids = distinct random training points,
+  ``niter`` Lloyd iterations (assign each point to the nearest centroid, move each centroid to
+  its points' mean), an empty cluster is refilled by splitting a large one (faiss's
+  ``split_clusters``), then every point is assigned to the final centroids. The random draws
+  come from a torch.Generator seeded with ``seed``, so the clustering is seeded but not
+  faiss's: NMI/AMI on CUDA are another draw of the same estimator as on the CPU.
 """
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
+import torch
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+from dmlkit.evaluation.knn import score_operands
 
 CLUSTERING_METRICS = ("nmi", "ami")
 _SCORES = {"nmi": normalized_mutual_info_score, "ami": adjusted_mutual_info_score}
+MAX_POINTS_PER_CENTROID = 256  # faiss ClusteringParameters default
+SPLIT_EPS = 1 / 1024  # faiss's relative perturbation of a split centroid
+_SCORE_BYTES = 256 * 2**20  # the point-to-centroid score block of one assignment chunk
 
 
 def kmeans_assignments(
     embeddings: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20
 ) -> np.ndarray:
-    """Index of the nearest k-means centroid for each row (int64).
+    """Index of the nearest faiss k-means centroid for each row (int64).
 
     >>> x = np.array([[0.0], [0.1], [5.0], [5.1]], dtype=np.float32)
     >>> a = kmeans_assignments(x, 2)
@@ -35,17 +52,99 @@ def kmeans_assignments(
     return nearest[:, 0].astype(np.int64)
 
 
+def kmeans_backend(device: torch.device) -> str:
+    """``"faiss"`` for embeddings on the CPU, ``"torch"`` (`torch_kmeans_assignments`) on any
+    other device, where they stay."""
+    return "faiss" if device.type == "cpu" else "torch"
+
+
+def kmeans_draws(
+    n: int, n_clusters: int, generator: torch.Generator
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(training rows, or None for all ``n``; initial centroid rows, positions in the training
+    rows): at most ``MAX_POINTS_PER_CENTROID * n_clusters`` random rows, then ``n_clusters``
+    distinct random ones of those (CPU int64)."""
+    rows = None
+    if n > MAX_POINTS_PER_CENTROID * n_clusters:
+        rows = torch.randperm(n, generator=generator)[: MAX_POINTS_PER_CENTROID * n_clusters]
+    n_train = n if rows is None else len(rows)
+    return rows, torch.randperm(n_train, generator=generator)[:n_clusters]
+
+
+def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """argmin_j ||x_i - c_j||^2 per row (ties: the lower j), as ``||c_j||^2 - 2 x_i.c_j``
+    (`score_operands`), in row chunks of a bounded score block."""
+    xs, cs = score_operands(x, centroids, "euclidean")
+    rows = max(1, _SCORE_BYTES // (4 * len(centroids)))
+    return torch.cat([torch.argmin(chunk @ cs.T, dim=1) for chunk in xs.split(rows)])
+
+
+def _split_empty(centroids: torch.Tensor, counts: torch.Tensor,
+                 generator: torch.Generator) -> None:
+    """Refill each empty cluster from a donor drawn with probability ~ (size - 1): the two
+    become the donor's centroid scaled by 1 +- eps, alternating per dimension (faiss)."""
+    counts = counts.cpu()
+    n, k = int(counts.sum()), len(counts)
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if not empty or n <= k:
+        return
+    sign = torch.ones(centroids.shape[1], device=centroids.device)
+    sign[1::2] = -1
+    for ci in empty:
+        cj = int(torch.multinomial((counts - 1).clamp(min=0).double(), 1, generator=generator))
+        donor = centroids[cj].clone()
+        centroids[ci] = donor * (1 + SPLIT_EPS * sign)
+        centroids[cj] = donor * (1 - SPLIT_EPS * sign)
+        counts[ci] = counts[cj] // 2
+        counts[cj] -= counts[ci]
+
+
+def torch_kmeans_assignments(
+    embeddings: torch.Tensor, n_clusters: int, seed: int = 0, niter: int = 20
+) -> torch.Tensor:
+    """Index of the nearest k-means centroid for each row (int64, on the embeddings' device);
+    see the module doc. Lloyd's update c_j = mean of the points assigned to j.
+
+    >>> x = torch.tensor([[0.0], [0.1], [5.0], [5.1]])
+    >>> torch_kmeans_assignments(x, 2).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
+    True
+    """
+    x = embeddings.detach().float()
+    generator = torch.Generator().manual_seed(seed)
+    rows, init = kmeans_draws(len(x), n_clusters, generator)
+    train = x if rows is None else x[rows.to(x.device)]
+    centroids = train[init.to(x.device)].clone()
+    for _ in range(niter):
+        assigned = nearest_centroids(train, centroids)
+        counts = torch.bincount(assigned, minlength=n_clusters)
+        sums = torch.zeros_like(centroids).index_add_(0, assigned, train)
+        filled = counts > 0
+        centroids = torch.where(filled[:, None], sums / counts.clamp(min=1)[:, None].float(),
+                                centroids)
+        _split_empty(centroids, counts, generator)
+    return nearest_centroids(x, centroids)
+
+
 def clustering_scores(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | torch.Tensor,
     labels: np.ndarray,
     names: tuple[str, ...] = CLUSTERING_METRICS,
     seed: int = 0,
+    backend: str | None = None,
 ) -> dict[str, float]:
     """NMI and/or AMI between ``labels`` and a k-means clustering with one cluster per label.
+
+    ``backend`` ("faiss" or "torch") defaults to `kmeans_backend` of the embeddings' device.
 
     >>> x = np.array([[0.0], [0.1], [5.0], [5.1]], dtype=np.float32)
     >>> clustering_scores(x, np.array([7, 7, 9, 9]))
     {'nmi': 1.0, 'ami': 1.0}
     """
-    clusters = kmeans_assignments(embeddings, len(np.unique(labels)), seed=seed)
+    x = embeddings if isinstance(embeddings, torch.Tensor) else torch.from_numpy(
+        np.asarray(embeddings))
+    n_clusters = len(np.unique(labels))
+    if (backend or kmeans_backend(x.device)) == "torch":
+        clusters = torch_kmeans_assignments(x, n_clusters, seed=seed).cpu().numpy()
+    else:
+        clusters = kmeans_assignments(x.detach().cpu().numpy(), n_clusters, seed=seed)
     return {name: float(_SCORES[name](labels, clusters)) for name in names}

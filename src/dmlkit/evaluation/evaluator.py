@@ -6,8 +6,9 @@ R_i = # reference items with query i's label (minus itself in compared-to-self m
 with R_i = 0 are "lone" and left out of every kNN metric (NaN when none remain). The ranking
 is computed once, streamed in query chunks, up to k = max(max R_i, max recall K, MAP@K's K);
 each chunk is reduced to per-query metric values before the next one is held, so memory is
-O(chunk x N). NMI/AMI cluster the query set. On request (``nn_classification``) a k = 1 pass
-over every query gives 1-NN classification scores. Definitions: docs/metrics.md.
+O(chunk x N). NMI/AMI cluster the query set (k-means on the embeddings' device: faiss on the
+CPU, torch elsewhere). On request (``nn_classification``) a k = 1 pass over every query gives
+1-NN classification scores. Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -260,9 +261,8 @@ class Evaluator:
             for key, values in per_query.items()
         }
         clustering = tuple(n for n in self.names if n in CLUSTERING_METRICS)
-        if clustering:
-            x = q.cpu().numpy()
-            results.update(clustering_scores(x, q_labels, clustering, self.kmeans_seed))
+        if clustering:  # faiss on the CPU, torch k-means where q is (`kmeans_backend`)
+            results.update(clustering_scores(q, q_labels, clustering, self.kmeans_seed))
         if "nn_classification" in self.names:
             pred = self._nearest_labels(q, r, r_labels, reference is None)
             results.update(classification_scores(q_labels, pred))

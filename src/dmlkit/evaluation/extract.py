@@ -20,31 +20,34 @@ def extract_embeddings(
     num_workers: int = 0,
     train_mode: bool = False,
     advance: Callable[[int], None] | None = None,
+    out_device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings, labels) of every sample, in dataset order, on the CPU.
+    """(float32 embeddings, labels) of every sample, in dataset order, on ``out_device``.
 
     ``train_mode=True`` reproduces Guided DML's official extraction (BatchNorm in training
     mode, using batch statistics); the default is eval mode. A batched in-memory dataset (or a
     Subset of one) is transformed batch-wise on ``device`` (`ImageDataset.batch`), no DataLoader.
-    ``advance(n)`` is called after each batch of n samples (a progress bar).
+    The outputs stay on ``device`` until the end: one copy to ``out_device`` (none when it is
+    ``device``). ``advance(n)`` is called after each batch of n samples (a progress bar).
     """
     was_training = model.training
     model.train(train_mode)
     embs, labels = [], []
     try:
-        for images, y, _ in _batches(dataset, batch_size, device, num_workers):
-            embs.append(model(images.to(device)).float().cpu())
-            labels.append(y.cpu())
+        for images, y, _ in dataset_batches(dataset, batch_size, device, num_workers):
+            embs.append(model(images.to(device, non_blocking=True)))
+            labels.append(y)
             if advance is not None:
                 advance(len(y))
     finally:
         model.train(was_training)
-    return torch.cat(embs), torch.cat(labels)
+    return torch.cat(embs).float().to(out_device), torch.cat(labels).to(out_device)
 
 
-def _batches(dataset: Dataset, batch_size: int, device: torch.device | str,
-             num_workers: int) -> Iterator[tuple]:
-    """Consecutive batches of ``dataset``: on the device for a batched one, else a DataLoader."""
+def dataset_batches(dataset: Dataset, batch_size: int, device: torch.device | str,
+                    num_workers: int = 0) -> Iterator[tuple]:
+    """Consecutive batches of ``dataset``: on the device for a batched one (its deterministic
+    batch transform), else a DataLoader's (on the CPU)."""
     base, index = dataset, None
     if isinstance(dataset, Subset):
         base, index = dataset.dataset, torch.as_tensor(dataset.indices, dtype=torch.long)
@@ -65,25 +68,28 @@ def extract_sharded(
     num_workers: int = 0,
     train_mode: bool = False,
     advance: Callable[[int], None] | None = None,
+    out_device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`extract_embeddings` split over the ranks of a torch.distributed group: rank r embeds
     the r-th contiguous block of samples, and every rank gets all rows back in dataset order,
-    each sample exactly once (no padding duplicates). One process: `extract_embeddings`.
+    each sample exactly once (no padding duplicates), on ``out_device``. One process:
+    `extract_embeddings`.
     (``train_mode`` would normalize per-rank batches: the trainer refuses it with several ranks.)
     ``advance`` counts this rank's samples (`shard_size`).
     """
     world = process_group.info()
     if not world.active:
         return extract_embeddings(model, dataset, batch_size, device, num_workers, train_mode,
-                                  advance)
+                                  advance, out_device)
     n = len(dataset)
     lo, hi = _shard(n)
     part = Subset(dataset, range(lo, hi))
     if hi > lo:
         emb, labels = extract_embeddings(model, part, batch_size, device, num_workers,
-                                         train_mode, advance)
+                                         train_mode, advance, out_device)
     else:  # more ranks than samples: this rank contributes nothing
-        probe, label = extract_embeddings(model, Subset(dataset, [0]), 1, device)
+        probe, label = extract_embeddings(model, Subset(dataset, [0]), 1, device,
+                                          out_device=out_device)
         emb, labels = probe[:0], label[:0]
     index = torch.arange(lo, hi)
     return (process_group.gather_by_index(emb, index, n),

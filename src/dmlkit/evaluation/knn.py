@@ -49,7 +49,7 @@ def check_distance(distance: str) -> None:
         raise ConfigError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
 
 
-def _augment(
+def score_operands(
     query: torch.Tensor, reference: torch.Tensor, distance: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Operands whose product is the score matrix: ``[-2q, 1] . [r, ||r||^2]`` or ``-q . r``."""
@@ -202,7 +202,7 @@ def map_neighbours(
         chunk_size = chunk_size_for(n_ref, k, workers, memory_budget_mb, accelerator)
     elif chunk_size < 1:
         raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
-    q_aug, r_aug = _augment(query, reference, distance)
+    q_aug, r_aug = score_operands(query, reference, distance)
     r_aug_t = r_aug.T
 
     buffers = threading.local()  # per worker: score block, partition copy, mask

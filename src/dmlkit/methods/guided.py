@@ -37,7 +37,7 @@ from dmlkit.data.class_pair_triplets import build_class_pair_triplets
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.holdout import random_holdout
 from dmlkit.data.random_batch_sampler import RandomBatchSampler
-from dmlkit.data.transforms import build_transform
+from dmlkit.data.transforms import build_batch_transform, build_transform
 from dmlkit.errors import ConfigError
 from dmlkit.losses.distill import EmbeddingDistillationLoss
 from dmlkit.losses.guided_master_loss import GuidedMasterLoss
@@ -55,6 +55,14 @@ def _announced(text: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``compute()`` shown as the phase ``text`` on stderr."""
     with phase(text):
         return compute()
+
+
+def _images(dataset, indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The transformed images of samples ``indices`` on ``device``: one batch operation for a
+    batched dataset with a deterministic transform, else sample by sample."""
+    if getattr(dataset, "batched", False) and not dataset.batch_transform.random:
+        return dataset.batch(torch.as_tensor(indices, dtype=torch.long), device)[0]
+    return torch.stack([dataset[int(i)][0] for i in indices]).to(device)
 
 
 def training_set_key(catalog) -> str:
@@ -126,7 +134,12 @@ class GuidedPart(nn.Module):
 
     def train_master(self, dataset, labels: np.ndarray, master_cfg: dict,
                      device: torch.device, log=print) -> MultiBranchMaster:
-        """Stage one: SGD on the fixed class-pair triplet set (each batch one class pair)."""
+        """Stage one: SGD on the fixed class-pair triplet set (each batch one class pair).
+
+        A step waits for the device nowhere: images come as whole batches (`_images`), the
+        labels stay on the host (the master routes by them there) and the epoch's loss is
+        summed on the device, read once per epoch.
+        """
         torch.manual_seed(self.seed)
         master = MultiBranchMaster(self.class_ids, master_cfg["in_channels"],
                                    tuple(master_cfg["image_size"]), self.dim).to(device)
@@ -135,29 +148,26 @@ class GuidedPart(nn.Module):
         loss_fn = GuidedMasterLoss(self.cfg.master_margin, self.cfg.master_beta)
         opt = torch.optim.SGD(master.parameters(), lr=self.cfg.master_lr)
         master.train()
-
-        def images(idx: np.ndarray) -> torch.Tensor:
-            return torch.stack([dataset[int(i)][0] for i in idx]).to(device)
+        host_labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
         epochs = self.cfg.master_epochs
         for epoch in range(epochs):
-            total = 0.0
+            total = torch.zeros((), dtype=torch.float64, device=device)
             with bar(f"training the Guided master, epoch {epoch + 1}/{epochs}",
                      len(triplets)) as advance:
                 for a, p, n in triplets:
-                    y = torch.as_tensor(labels[a], device=device)
-                    yn = torch.as_tensor(labels[n], device=device)
-                    ea, fa = master(images(a), y)
-                    ep, fp = master(images(p), y)
-                    en, _ = master(images(n), yn)
+                    y, yn = host_labels[torch.as_tensor(a)], host_labels[torch.as_tensor(n)]
+                    ea, fa = master(_images(dataset, a, device), y)
+                    ep, fp = master(_images(dataset, p, device), y)
+                    en, _ = master(_images(dataset, n, device), yn)
                     loss = loss_fn(ea, ep, en, fa, fp)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    total += loss.item()
+                    total += loss.detach()  # float64, in step order: the sum of loss.item()s
                     advance(1)
             log(f"master epoch {epoch + 1}/{epochs}: "
-                f"loss {total / len(triplets):.4f}")
+                f"loss {float(total) / len(triplets):.4f}")
         return master.eval()
 
     def prepare(self, model: nn.Module, data, run_dir: Path, device: torch.device) -> None:
@@ -175,8 +185,10 @@ class GuidedPart(nn.Module):
         else:
             if self.cfg.master_raw_pixels:  # the master sees raw 0-255 pixels (official code)
                 size = self.cfg.master_image_size or data.image_size
-                raw = build_transform("raw255", False, size, data.in_channels)
-                dataset = ImageDataset(data.splits.train, raw)
+                channels = data.in_channels
+                dataset = ImageDataset(data.splits.train,
+                                       build_transform("raw255", False, size, channels),
+                                       build_batch_transform("raw255", False, size, channels))
             shape = dataset[0][0].shape
             master_cfg = self.master_config(int(shape[0]), (int(shape[1]), int(shape[2])),
                                             training_set_key(data.splits.train))
@@ -213,11 +225,12 @@ class GuidedPart(nn.Module):
         try:
             loader = DataLoader(self.held_out, batch_size=self.batch_size,
                                 generator=torch.Generator())  # leaves the global RNG alone
-            losses = [float(self.distill(model(x.to(device)), self.targets[i.to(device)]))
+            losses = [self.distill(model(x.to(device)), self.targets[i.to(device)])
                       for x, _, i in loader]
         finally:
             model.train(was_training)
-        return {"val_loss": float(np.mean(losses))}
+        # one device read; the per-batch float32 means averaged in float64 (as floats would be)
+        return {"val_loss": float(np.mean(torch.stack(losses).double().cpu().numpy()))}
 
     def summary(self) -> dict:
         """Stage-one cost: master training and target generation (0 when loaded from cache)."""

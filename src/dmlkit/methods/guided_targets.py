@@ -28,10 +28,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from dmlkit.base.atomic_write import atomic_write_bytes
 from dmlkit.errors import ConfigError, DataError
+from dmlkit.evaluation.extract import dataset_batches
 
 FORMAT = "dmlkit-targets-v1"
 Images = np.ndarray | Tensor | Dataset
@@ -67,11 +68,12 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def _image_batches(
-    images: Images, batch_size: int, transform: BatchTransform | None
+    images: Images, batch_size: int, transform: BatchTransform | None,
+    device: torch.device | str,
 ) -> Iterator[Tensor]:
-    """Float N x C x H x W batches, in order."""
+    """Float N x C x H x W batches, in order (a batched dataset's built on ``device``)."""
     if isinstance(images, Dataset):
-        for batch in DataLoader(images, batch_size=batch_size, shuffle=False):
+        for batch in dataset_batches(images, batch_size, device):
             x = batch[0] if isinstance(batch, list | tuple) else batch
             yield x.float() if transform is None else transform(x.float())
         return
@@ -94,7 +96,8 @@ def _embed_all(
     batch_size: int,
     device: torch.device | str | None,
 ) -> Tensor:
-    """Eval-mode embeddings of all images (float32, CPU); the model's mode is restored after."""
+    """Eval-mode embeddings of all images (float32, CPU); the model's mode is restored after.
+    Labels stay on the host (the master routes there); the outputs are copied once."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if device is None:
@@ -103,21 +106,18 @@ def _embed_all(
     model.eval()
     outputs, start = [], 0
     try:
-        for x in _image_batches(images, batch_size, transform):
-            x = x.to(device)
-            if labels is None:
-                out = model(x)
-            else:
-                out = model(x, labels[start : start + len(x)].to(device))[0]
+        for x in _image_batches(images, batch_size, transform, device):
+            x = x.to(device, non_blocking=True)
+            out = model(x) if labels is None else model(x, labels[start : start + len(x)])[0]
             start += len(x)
             if not isinstance(out, Tensor) or out.ndim != 2 or len(out) != len(x):
                 raise ConfigError("the teacher must return one embedding row (N x D) per image")
-            outputs.append(out.float().cpu())
+            outputs.append(out)
     finally:
         model.train(was_training)
     if not outputs:
         raise DataError("no images to embed")
-    return torch.cat(outputs)
+    return torch.cat(outputs).float().cpu()
 
 
 def compute_master_targets(
@@ -129,7 +129,8 @@ def compute_master_targets(
     batch_size: int = 256,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """t_i = master(x_i, y_i)[0]: each image through its own class's branch. Float32 N x D (CPU)."""
+    """t_i = master(x_i, y_i)[0]: each image through its own class's branch. Float32 N x D (CPU).
+    The labels reach ``master`` as a CPU tensor (`MultiBranchMaster` routes on the host)."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
     if len(labels) != len(images):
         raise DataError(f"{len(images)} images but {len(labels)} labels")

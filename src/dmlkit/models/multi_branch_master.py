@@ -91,7 +91,10 @@ class MultiBranchMaster(nn.Module):
         self.classes = ids
         self.flat_dim = WIDTHS[-1] * h * w
         self.out_dim = out_dim
-        self.register_buffer("class_ids", torch.tensor(ids, dtype=torch.int64))
+        self.register_buffer("class_ids", torch.tensor(ids, dtype=torch.int64))  # in the weights
+        # the routing table on the host (not moved with the module): CPU labels route without
+        # waiting for the device
+        self._sorted_ids, self._branch_of_sorted = torch.sort(torch.tensor(ids, dtype=torch.int64))
         self.branches = nn.ModuleList(_branch(in_channels) for _ in ids)
         self.head = nn.Sequential(
             nn.Linear(self.flat_dim, HIDDEN),
@@ -102,33 +105,37 @@ class MultiBranchMaster(nn.Module):
         )
 
     def branch_index(self, labels: Tensor) -> Tensor:
-        """Branch index of each label (position of the label in ``classes``)."""
-        labels = labels.to(self.class_ids.device, torch.int64).reshape(-1)
-        sorted_ids, order = torch.sort(self.class_ids)
+        """Branch index of each label (position of the label in ``classes``), on the labels'
+        device."""
+        labels = labels.to(torch.int64).reshape(-1)
+        sorted_ids = self._sorted_ids.to(labels.device)
         pos = torch.searchsorted(sorted_ids, labels).clamp_(max=len(sorted_ids) - 1)
         known = sorted_ids[pos] == labels
         if not bool(known.all()):
             unknown = sorted(set(labels[~known].tolist()))
             raise DataError(f"labels {unknown} have no master branch (classes: {self.classes})")
-        return order[pos]
+        return self._branch_of_sorted.to(labels.device)[pos]
 
     def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Embed each image through its own class's branch.
 
         Returns ``(embeddings, branch_features)`` of shapes (N, out_dim) and (N, flat_dim).
         The batch is grouped by branch (one call per class present), then restored to input order.
+        The grouping is computed where ``labels`` are: labels on the CPU (known to the host)
+        route images on an accelerator without waiting for it.
         """
         if images.ndim != 4 or labels.numel() != images.shape[0]:
             raise DataError(
                 f"expected images N x C x H x W and N labels, got {tuple(images.shape)} images "
                 f"and {labels.numel()} labels"
             )
-        branch = self.branch_index(labels).to(images.device)
+        branch = self.branch_index(labels)
         order = torch.argsort(branch, stable=True)
         present, counts = torch.unique_consecutive(branch[order], return_counts=True)
-        groups = images[order].split(counts.tolist())
+        restore = torch.argsort(order).to(images.device, non_blocking=True)
+        groups = images[order.to(images.device, non_blocking=True)].split(counts.tolist())
         grouped = torch.cat(
             [self.branches[k](g) for k, g in zip(present.tolist(), groups, strict=True)]
         )
-        features = grouped[torch.argsort(order)]
+        features = grouped[restore]
         return self.head(features), features

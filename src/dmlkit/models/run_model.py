@@ -27,11 +27,15 @@ def load_run_model(run_dir: Path, weights: str = "model.safetensors"
     run_dir = Path(run_dir)
     cfg = open_run(run_dir).read_config()
     state = load_weights(run_dir / weights)
-    first = next((v for k, v in state.items() if v.ndim == 4), None)
-    in_channels = int(first.shape[1]) if first is not None else 3
     # the run's weights replace every parameter: no ImageNet weights to fetch
     arch = cfg.model.model_copy(update={"pretrained": False})
-    model = build_model(arch, in_channels, **method_heads(cfg))
+    model = build_model(arch, 3, **method_heads(cfg))
+    # input channels: those of the first convolution in the model's own order (the file's
+    # order is alphabetical: e.g. EfficientNet's blocks come before its stem there)
+    stem = next((k for k, v in model.state_dict().items() if v.ndim == 4), None)
+    in_channels = int(state[stem].shape[1]) if stem in state else 3
+    if in_channels != 3:
+        model = build_model(arch, in_channels, **method_heads(cfg))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

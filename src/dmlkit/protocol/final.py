@@ -18,6 +18,7 @@ import torch
 from dmlkit.config import Config, EvalConfig
 from dmlkit.data.build import DataBundle
 from dmlkit.engine.feature_cache import use_feature_cache, weights_digest
+from dmlkit.engine.precision import inference_view
 from dmlkit.engine.seed import resolve_device
 from dmlkit.engine.train import build_components
 from dmlkit.evaluation import concatenate_normalized, evaluate
@@ -73,9 +74,11 @@ def _fold_ensemble(
     device = resolve_device(cfg.train.device)
     e = cfg.eval
 
-    def embed(model, dataset):
-        return extract_embeddings(model.to(device), dataset, e.batch_size, device,
-                                  cfg.data.num_workers, e.bn_train_mode)
+    def embed(model, dataset):  # the training forward's precision and memory format
+        view = inference_view(model.to(device), cfg.train.precision, device,
+                              cfg.train.channels_last)
+        return extract_embeddings(view, dataset, e.batch_size, device, cfg.data.num_workers,
+                                  e.bn_train_mode)
 
     queries, references = [], []
     for model in models:
