@@ -57,7 +57,9 @@ def test_cache_holds_every_image_pre_resized(tmp_path):
     cache = ImageCache.open(tmp_path / "cache", "folder", paths, 24, draft=False)
     for p in paths:
         expected = np.asarray(shrink(decode(p), 24))
-        assert np.array_equal(np.asarray(cache.image(cache.row(p))), expected)
+        image = cache.image(cache.row(p))
+        assert image.dtype == torch.uint8 and image.shape[0] == 3  # C x H x W for torch kernels
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), expected)
     shapes = sorted(tuple(s) for s in cache.shapes.tolist())
     assert shapes == [(12, 20, 3), (24, 40, 3), (24, 40, 3), (24, 40, 3)]
     files = sorted(f.suffix for f in (tmp_path / "cache").iterdir())
@@ -69,14 +71,14 @@ def test_cache_is_found_without_decoding_until_a_file_changes(tmp_path, monkeypa
     paths = load_catalog("folder", root).paths
     assert ImageCache.find(tmp_path, "folder", paths, 24) is None
     built = ImageCache.open(tmp_path, "folder", paths, 24)
-    first = np.asarray(built.image(0))
+    first = built.image(0)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded")
 
     monkeypatch.setattr(Image, "open", no_decoding)
     found = ImageCache.find(tmp_path, "folder", paths, 24)
-    assert np.array_equal(np.asarray(found.image(0)), first)
+    assert torch.equal(found.image(0), first)
     assert ImageCache.find(tmp_path, "folder", paths, 32) is None  # another size: another key
     monkeypatch.undo()
     Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(paths[0])  # the file changed

@@ -82,7 +82,7 @@ class _Shrunk(Dataset):
 
 
 class ImageCache:
-    """The cached pixels of a list of image files; `image` gives one as a PIL image."""
+    """The cached pixels of a list of image files; `image` gives one as a uint8 tensor."""
 
     def __init__(self, folder: Path, key: str, paths: Sequence[Path]) -> None:
         index = np.load(Path(folder) / f"{key}.npz")
@@ -106,12 +106,13 @@ class ImageCache:
         """Which cached image is file ``path``."""
         return self.rows[str(path)]
 
-    def image(self, row: int) -> Image.Image:
-        """Cached image ``row`` (RGB; a copy, so the memory map is never written)."""
+    def image(self, row: int) -> torch.Tensor:
+        """Cached image ``row`` as a uint8 3 x H x W tensor (RGB; a copy, so the memory map is
+        never written): the transforms run torch's uint8 kernels on it."""
         h, w, c = (int(v) for v in self.shapes[row])
         start = int(self.offsets[row])
         pixels = np.array(self.pixels[start:start + h * w * c]).reshape(h, w, c)
-        return Image.fromarray(pixels, "RGB")
+        return torch.from_numpy(pixels).permute(2, 0, 1)
 
     @classmethod
     def find(cls, folder: Path, name: str, paths: Sequence[Path], size: int | None,
