@@ -33,6 +33,12 @@ def folder_with_fifo(root):
     return fifo
 
 
+def default_sigint():
+    """The child's Ctrl-C as in a terminal: a suite started in the background by a
+    non-interactive shell (``cmd &``) inherits SIGINT ignored, and Python keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_while_reading(args, fifo, cwd):
     """Start ``python -m dmlkit ARGS``; SIGINT once it opened ``fifo``. (exit code, output)
 
@@ -43,7 +49,8 @@ def interrupt_while_reading(args, fifo, cwd):
     log = cwd / "output.txt"
     with open(log, "w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "dmlkit", *args], cwd=cwd, env=env,
-                                text=True, stdout=sink, stderr=subprocess.STDOUT)
+                                text=True, stdout=sink, stderr=subprocess.STDOUT,
+                                preexec_fn=default_sigint)
     t0 = time.monotonic()
     while True:  # a non-blocking writer open succeeds only once a reader holds the FIFO
         try:
