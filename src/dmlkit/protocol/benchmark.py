@@ -34,9 +34,8 @@ from dmlkit.protocol.benchmark_config import BenchmarkConfig
 from dmlkit.protocol.benchmark_progress import BenchmarkProgress
 from dmlkit.protocol.final import (
     EMBEDDINGS,
+    evaluate_anchors,
     evaluate_fold_models,
-    evaluate_pretrained_features,
-    evaluate_untrained,
     summarize,
 )
 from dmlkit.protocol.search import (
@@ -208,12 +207,10 @@ def final_method(
             out = Path(bench.output) / method / EMBEDDINGS
             save_weights({"embeddings": test["embeddings"], "labels": test["labels"]}, out)
         seeds.append({"seed": seed, "runs": [str(r.path) for r in runs], **result})
-    cfgs = [method_config(bench, method, params, k, 0) for k in range(bench.folds)]
-    out = {"params": params, "seeds": seeds, "summary": summarize(seeds),
-           "untrained": evaluate_untrained(cfgs)}
-    if cfgs[0].model.freeze_backbone:
-        out["pretrained_features"] = evaluate_pretrained_features(cfgs[0])
-    return {**out, "seconds": time.perf_counter() - t0}
+    anchors = evaluate_anchors([method_config(bench, method, params, k, 0)
+                                for k in range(bench.folds)])
+    return {"params": params, "seeds": seeds, "summary": summarize(seeds), **anchors,
+            "seconds": time.perf_counter() - t0}
 
 
 def run_benchmark(

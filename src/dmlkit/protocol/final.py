@@ -109,19 +109,21 @@ def evaluate_fold_models(run_dirs: Sequence[Path]) -> tuple[dict[str, Any], dict
     return _fold_ensemble(cfg, data, models)
 
 
-def evaluate_untrained(cfgs: Sequence[Config]) -> dict[str, Any]:
-    """`ensemble_metrics` of the fold models of ``cfgs`` at initialization (the untrained
-    baseline: each model built exactly as `dmlkit.engine.train.train` builds it before the
-    first step, with its own seed: `build_components`), on the test split of the first config."""
+def evaluate_anchors(cfgs: Sequence[Config]) -> dict[str, Any]:
+    """The baselines a result is read against, on the test split of the first config:
+    ``untrained``, the `ensemble_metrics` of the fold models of ``cfgs`` at initialization
+    (each built exactly as `dmlkit.engine.train.train` builds it before the first step, with
+    its own seed: `build_components`); with ``model.freeze_backbone`` also
+    ``pretrained_features``, the metrics of the backbone's L2-normalized features themselves
+    (the zero-training anchor), read from the feature cache."""
     built = [build_components(cfg) for cfg in cfgs]
-    return _fold_ensemble(cfgs[0], built[0][0], [model.eval() for _, _, model in built])[0]
-
-
-def evaluate_pretrained_features(cfg: Config) -> dict[str, Any]:
-    """The test metrics of a frozen backbone's features themselves, L2-normalized (the
-    zero-training anchor of ``model.freeze_backbone``), read from the feature cache."""
-    data = build_components(cfg)[0]
-    return _fold_ensemble(cfg, data, [NormalizedFeatures()])[0]["concatenated"]
+    data = built[0][0]
+    out = {"untrained": _fold_ensemble(cfgs[0], data,
+                                       [model.eval() for _, _, model in built])[0]}
+    if cfgs[0].model.freeze_backbone:
+        out["pretrained_features"] = _fold_ensemble(
+            cfgs[0], data, [NormalizedFeatures()])[0]["concatenated"]
+    return out
 
 
 def summarize(seed_results: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
