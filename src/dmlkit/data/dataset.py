@@ -21,9 +21,10 @@ class ImageDataset(Dataset):
     per-sample state (Guided DML's targets). ``__getitem__((i, seed))`` draws the transform's
     random numbers from torch's generator seeded with ``seed`` (the global RNG is left as it
     was): the per-sample path's augmentation as a function of the position (`SeededBatches`).
-    In-memory images are handed to the transform as a uint8 C x H x W tensor, files as RGB PIL
-    images: decoded from the file (with ``jpeg_draft``, a JPEG at the smallest 1/2^k scale the
-    transform's first resize allows), or read from an `ImageCache` when one is given.
+    In-memory images and images read from an `ImageCache` (when one is given) are handed to the
+    transform as uint8 C x H x W tensors; files otherwise as RGB PIL images, decoded from the
+    file (with ``jpeg_draft``, a JPEG at the smallest 1/2^k scale the transform's first resize
+    allows).
 
     With a ``batch_transform`` (the batched form of ``transform``), an in-memory dataset is
     ``batched``: `batch` returns whole transformed batches on a device, the deterministic part
@@ -82,7 +83,8 @@ class ImageDataset(Dataset):
         return len(self.catalog)
 
     def raw(self, i: int):
-        """The untransformed image (uint8 tensor C x H x W, or PIL image)."""
+        """The untransformed image (uint8 tensor C x H x W, or a PIL image decoded from its
+        file)."""
         if self._images is not None:
             return self._images[i]
         if self._rows is not None:
