@@ -94,3 +94,14 @@ def test_run_configs_before_version_3_keep_their_input_pipeline():
             new.data.image_cache) == ("auto", True, "position", False)
     again = config.from_dict(yaml.safe_load(config.to_yaml(v2)))  # saved again: unchanged
     assert again == v2 and again.version == config.CONFIG_VERSION
+
+
+def test_configs_without_the_issue_31_keys_keep_their_behaviour():
+    """Sampler small-class rule, crop ratio and k-means sample: absent keys (any run written
+    before them) mean what dmlkit did before."""
+    written = [yaml.safe_load((FIXTURES / n / "config.yaml").read_text())
+               for n in ("metric", "mdr", "sharing", "guided")]
+    for raw in [*written, {"version": 3, "train": {"batch_size": 12, "m_per_class": 3}}]:
+        cfg = config.from_dict(raw)
+        assert (cfg.train.small_classes, cfg.data.crop_ratio) == ("replace", None)
+        assert cfg.eval.kmeans_max_points_per_centroid == 256

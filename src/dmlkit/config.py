@@ -51,6 +51,10 @@ class DataConfig(Section):
         "(streams not named: transform)",
     )
     image_size: int | None = Field(None, ge=8)
+    crop_ratio: tuple[float, float] | None = Field(
+        None, description="aspect-ratio range of the random resized crop (mlrc, mdr, sharing "
+        "presets); null: torchvision's (3/4, 4/3); MDR's official code: [0.75, 1.33]"
+    )
     on_bad_image: Literal["fail", "skip"] = "fail"
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes; auto: the cores this process may use "
@@ -292,6 +296,12 @@ class TrainConfig(Section):
     epochs: int = Field(3, ge=0)
     batch_size: int = Field(64, ge=2)
     m_per_class: int = Field(4, ge=1)
+    small_classes: Literal["replace", "all"] = Field(
+        "replace", description="a class with fewer than m_per_class images: replace: m images "
+        "drawn with replacement, single-image classes never drawn, batch_size a multiple of "
+        "m_per_class; all: all its images, single-image classes included, classes added until "
+        "batch_size images and the last one cut (MDR's official sampler)"
+    )
     batches_per_epoch: int | None = Field(None, ge=1)
     eval_every: int = Field(1, ge=0, description="validate every N epochs (0: never)")
     seed: int = 0
@@ -335,6 +345,11 @@ class EvalConfig(Section):
     )
     nmi: bool = True
     kmeans_seed: int = Field(0, description="seed of the NMI/AMI k-means (PML's default: 1234)")
+    kmeans_max_points_per_centroid: int | None = Field(
+        256, ge=1, description="k-means trains on at most this many random points per cluster "
+        "(faiss's default, as PML >= 1.0); null: on every point (PML before 1.0, Sharing "
+        "Matters' official code)"
+    )
     classification: bool = Field(
         False, description="add 1-NN classification accuracy and macro precision/recall/F1"
     )

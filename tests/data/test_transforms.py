@@ -94,3 +94,15 @@ def test_guided_official_grey_normalizations(name, mean, std):
         out = build_transform(name, train, channels=1)(x)
         expected = (x.float() / 255 - mean) / std
         torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6 * expected.abs().max())
+
+
+@pytest.mark.parametrize("name", ["mdr", "mdr_bninception", "mlrc", "sharing"])
+def test_crop_ratio_reaches_the_random_resized_crop(name):
+    """MDR's official utils/common.py: RandomResizedCrop(ratio=(0.75, 1.33))."""
+    from torchvision.transforms import v2
+
+    def ratio(tf):
+        return next(op.ratio for op in tf.transforms if isinstance(op, v2.RandomResizedCrop))
+
+    assert ratio(build_transform(name, True)) == (3 / 4, 4 / 3)
+    assert ratio(build_transform(name, True, crop_ratio=(0.75, 1.33))) == (0.75, 1.33)

@@ -89,6 +89,29 @@ def test_torch_kmeans_trains_on_at_most_256_points_per_centroid() -> None:
     np.testing.assert_array_equal(got.numpy(), _lloyd_numpy(train, train[init.numpy()], 5, x))
 
 
+def test_all_points_is_pml_before_1_0() -> None:
+    """PML 0.9.99 ``run_kmeans`` (Guided DML's official metrics), restated: faiss.Clustering,
+    niter 20, max_points_per_centroid 10,000,000, faiss's default seed, trained on x with an
+    IndexFlatL2 that then assigns every row."""
+    import faiss
+
+    x, _ = _blobs(5, spread=3.0)
+    x = np.concatenate([x] * 3)[:800]  # 800 > 256 * 3: the default subsamples
+    clus = faiss.Clustering(x.shape[1], 3)
+    clus.niter, clus.max_points_per_centroid = 20, 10_000_000
+    index = faiss.IndexFlatL2(x.shape[1])
+    clus.train(x, index)
+    want = index.search(x, 1)[1][:, 0]
+    np.testing.assert_array_equal(
+        kmeans_assignments(x, 3, seed=1234, max_points_per_centroid=None), want)
+    rows, _ = kmeans_draws(len(x), 3, torch.Generator().manual_seed(0), None)
+    assert rows is None
+    got = torch_kmeans_assignments(torch.from_numpy(x), 3, seed=4, niter=5,
+                                   max_points_per_centroid=None)
+    _, init = kmeans_draws(len(x), 3, torch.Generator().manual_seed(4), None)
+    np.testing.assert_array_equal(got.numpy(), _lloyd_numpy(x, x[init.numpy()], 5))
+
+
 def test_an_empty_cluster_is_split_from_a_large_one() -> None:
     """Two identical initial centroids: the second one's cluster is empty (ties go to the lower
     index) until it is split off the first, which separates the groups."""

@@ -13,6 +13,9 @@ OFFICIAL = {
     "guided-paper-fashion-mnist": ("fashion-mnist", 64, 10, 0.005, 32, 0.60, 1),
 }
 
+# the official `preprocess` Normalize of each script (dmlkit's cifar: rounded to 4 decimals)
+EVAL_TRANSFORM = {"cifar10": "cifar", "mnist": "mnist", "fashion-mnist": "fashion_mnist"}
+
 
 @pytest.mark.parametrize("name", [*OFFICIAL, "guided-fashion-mnist"])
 def test_paper_presets_have_the_official_values(name):
@@ -36,7 +39,9 @@ def test_paper_presets_have_the_official_values(name):
     e = cfg.eval
     assert (e.normalize, e.batch_divisor, e.classification, e.kmeans_seed) == (False, 30, True,
                                                                                1234)
-    assert not e.bn_train_mode  # the official extraction stays an explicit option
+    # the official extraction: BatchNorm in training mode, normalized inputs, k-means on all
+    assert e.bn_train_mode and cfg.data.eval_transform == EVAL_TRANSFORM[data]
+    assert e.kmeans_max_points_per_centroid is None
 
 
 @pytest.mark.parametrize("name", ["guided-small", "guided-cifar10-cpu"])
@@ -46,6 +51,8 @@ def test_cpu_presets_keep_dmlkit_defaults(name):
     assert (cfg.model.init, g.student_val_fraction, g.student_drop_last) == ("torchvision", 0.0,
                                                                              True)
     assert (cfg.eval.batch_divisor, cfg.eval.kmeans_seed) == (None, 0)
+    assert (cfg.data.eval_transform, cfg.eval.bn_train_mode) == (None, False)
+    assert cfg.eval.kmeans_max_points_per_centroid == 256
 
 
 def test_configs_without_the_new_keys_keep_the_old_behaviour():

@@ -75,10 +75,11 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
     """
     catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
     channels = _channels(catalog)
-    train_tf = build_transform(cfg.transform, True, cfg.image_size, channels)
+    train_tf = build_transform(cfg.transform, True, cfg.image_size, channels, cfg.crop_ratio)
     eval_name = cfg.eval_transform or cfg.transform
     eval_tf = build_transform(eval_name, False, cfg.image_size, channels)
-    stream_tfs = {stream: (name, build_transform(name, True, cfg.image_size, channels))
+    stream_tfs = {stream: (name, build_transform(name, True, cfg.image_size, channels,
+                                                 cfg.crop_ratio))
                   for stream, name in cfg.stream_transforms.items()}
     cached = cfg.image_cache and catalog.paths is not None and cache_folder is not None
     size = cfg.image_cache_size or cache_size(

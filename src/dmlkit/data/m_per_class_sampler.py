@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 
@@ -15,9 +16,19 @@ class MPerClassBatchSampler(EpochBatchSampler):
 
     Epoch semantics: an epoch is ``batches_per_epoch`` batches (default
     ``len(labels) // batch_size``, i.e. about one pass over the data). Each batch draws its
-    classes uniformly without replacement and, per class, ``m`` images without replacement (with
-    replacement only for a class smaller than ``m``). With ``m >= 2`` a class of a single image is
-    never drawn (it has no positive; ``skipped_classes`` lists them). The stream is a pure
+    classes uniformly without replacement and, per class, ``m`` images without replacement.
+    ``small_classes`` says what a class with fewer than ``m`` images does:
+
+    - ``replace``: it gives ``m`` images drawn with replacement; with ``m >= 2`` a class of a
+      single image is never drawn (it has no positive; ``skipped_classes`` lists them); a batch
+      is exactly ``batch_size // m`` classes (``batch_size`` a multiple of ``m``).
+    - ``all``: it gives all its ``n < m`` images, single-image classes included; classes are
+      taken in a random order until the batch holds at least ``batch_size`` images, then the
+      batch is cut to ``batch_size`` (its last class may give fewer than ``min(m, n)``). This is
+      the official MDR sampler's rule (batch 256 with m = 3: 85 classes x 3 + one image of an
+      86th when no class is small).
+
+    The stream is a pure
     function of ``(seed, epoch)``: call ``set_epoch(epoch, start_batch)`` before iterating; the
     iteration then starts at batch ``start_batch`` of that epoch (exact mid-epoch resume).
 
@@ -34,18 +45,26 @@ class MPerClassBatchSampler(EpochBatchSampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        small_classes: Literal["replace", "all"] = "replace",
     ) -> None:
         self.labels = np.asarray(labels)
-        if batch_size % m:
-            raise ConfigError(f"batch_size {batch_size} must be a multiple of m_per_class {m}")
+        if small_classes not in ("replace", "all"):
+            raise ConfigError(f"small_classes: replace or all (got {small_classes!r})")
+        self.small_classes = small_classes
+        if small_classes == "all" and batch_size > len(self.labels):
+            raise DataError(f"a batch of {batch_size} images, but the training set has "
+                            f"{len(self.labels)}: lower train.batch_size")
+        if small_classes == "replace" and batch_size % m:
+            raise ConfigError(f"batch_size {batch_size} must be a multiple of m_per_class {m} "
+                              "(or train.small_classes: all)")
         classes, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
-        usable = counts >= 2 if m >= 2 else counts >= 1
+        usable = counts >= 2 if m >= 2 and small_classes == "replace" else counts >= 1
         self.skipped_classes = classes[~usable]
         self.classes = classes[usable]
         self.by_class = [np.flatnonzero(inverse == c) for c in np.flatnonzero(usable)]
         self.batch_size, self.m, self.seed = batch_size, m, seed
         self.per_batch = batch_size // m
-        if self.per_batch > len(self.classes):
+        if small_classes == "replace" and self.per_batch > len(self.classes):
             single = (f" ({len(self.skipped_classes)} more have a single image)"
                       if len(self.skipped_classes) else "")
             raise DataError(
@@ -63,11 +82,26 @@ class MPerClassBatchSampler(EpochBatchSampler):
         """The epoch's full batches (before splitting across ranks)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         for _ in range(self.batches_per_epoch):
+            if self.small_classes == "all":
+                yield self._fill(rng)
+                continue
             chosen = rng.choice(len(self.classes), self.per_batch, replace=False)
             yield np.concatenate([
                 rng.choice(self.by_class[c], self.m, replace=len(self.by_class[c]) < self.m)
                 for c in chosen
             ])
+
+    def _fill(self, rng: np.random.Generator) -> np.ndarray:
+        """One ``all`` batch: classes in random order, min(m, n) images each without
+        replacement, until ``batch_size`` images; cut there."""
+        parts, total = [], 0
+        for c in rng.permutation(len(self.classes)):
+            images = self.by_class[c]
+            parts.append(rng.choice(images, min(self.m, len(images)), replace=False))
+            total += len(parts[-1])
+            if total >= self.batch_size:
+                break
+        return np.concatenate(parts)[: self.batch_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start_batch = self.start_batch, 0

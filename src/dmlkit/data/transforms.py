@@ -16,6 +16,9 @@ Every preset takes a PIL image or a uint8 C x H x W tensor and returns a float t
 | *_bninception | as above with BN-Inception input: BGR, 0-255, mean (104, 117, 128), std 1 | |
 | *_noflip | as above without the random horizontal flip (Sharing Matters' shared stream) | same |
 
+The random resized crops (mlrc, mdr, sharing) draw aspect ratios in ``crop_ratio`` (default
+torchvision's (3/4, 4/3); MDR's official code: (0.75, 1.33)).
+
 `build_batch_transform` gives the batched equivalent (`BatchTransform`, applied per batch on the
 device) of the small-image presets (small, small_aug, cifar, raw255, imagenet, mnist,
 fashion_mnist; + _noflip) for in-memory datasets.
@@ -62,7 +65,8 @@ def _normalize(stats: tuple, channels_hint: int | None) -> Callable:
 
 
 def build_transform(
-    name: str, train: bool, image_size: int | None = None, channels: int | None = None
+    name: str, train: bool, image_size: int | None = None, channels: int | None = None,
+    crop_ratio: tuple[float, float] | None = None,
 ) -> Callable:
     """The ``train`` or eval transform of preset ``name``."""
     noflip = name.endswith("_noflip")
@@ -94,7 +98,8 @@ def build_transform(
                "sharing": []}[base]
         if train:
             scale = (0.08, 1.0) if base == "sharing" else (0.16, 1.0)
-            ops = [*pre, v2.RandomResizedCrop(crop, scale=scale, antialias=True),
+            ratio = tuple(crop_ratio) if crop_ratio else (3 / 4, 4 / 3)
+            ops = [*pre, v2.RandomResizedCrop(crop, scale=scale, ratio=ratio, antialias=True),
                    v2.RandomHorizontalFlip()]
         else:
             eval_pre = [v2.Resize(256, *big)] if base == "sharing" else pre

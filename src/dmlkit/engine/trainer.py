@@ -151,7 +151,8 @@ def evaluate_model(
         with phase(f"{describe}: metrics", show):
             result = evaluate(q, ql, r, rl, recall_ks=tuple(e.recall_ks), metrics=metrics,
                               distance=e.distance, normalize=e.normalize,
-                              kmeans_seed=e.kmeans_seed)
+                              kmeans_seed=e.kmeans_seed,
+                              kmeans_max_points_per_centroid=e.kmeans_max_points_per_centroid)
     return process_group.broadcast_object(result)
 
 

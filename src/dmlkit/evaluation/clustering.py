@@ -7,7 +7,7 @@ scores are scikit-learn's ``normalized_mutual_info_score`` (arithmetic normalisa
 Two k-means implementations, chosen by where the embeddings are (`kmeans_backend`):
 
 - CPU (numpy arrays, CPU tensors): ``faiss.Kmeans(d, n_clusters, niter=20, seed=seed)`` with
-  faiss's other defaults, as PML (faiss-cpu).
+  faiss's other defaults, as PML >= 1.0 (faiss-cpu).
 - other devices (CUDA): `torch_kmeans_assignments`, the same algorithm as faiss's defaults in
   torch on the embeddings' device: train on a random subset of at most 256 points per
   centroid (``max_points_per_centroid``), initial centroids = distinct random training points,
@@ -16,6 +16,9 @@ Two k-means implementations, chosen by where the embeddings are (`kmeans_backend
   ``split_clusters``), then every point is assigned to the final centroids. The random draws
   come from a torch.Generator seeded with ``seed``, so the clustering is seeded but not
   faiss's: NMI/AMI on CUDA are another draw of the same estimator as on the CPU.
+
+``max_points_per_centroid=None`` trains both on every point, as PML before 1.0 (its
+``run_kmeans``: ``max_points_per_centroid = 10000000``) and Sharing Matters' official code.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ _SCORE_BYTES = 256 * 2**20  # the point-to-centroid score block of one assignmen
 
 
 def kmeans_assignments(
-    embeddings: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20
+    embeddings: np.ndarray, n_clusters: int, seed: int = 0, niter: int = 20,
+    max_points_per_centroid: int | None = MAX_POINTS_PER_CENTROID,
 ) -> np.ndarray:
-    """Index of the nearest faiss k-means centroid for each row (int64).
+    """Index of the nearest faiss k-means centroid for each row (int64); faiss trains on at
+    most ``max_points_per_centroid * n_clusters`` random rows (None: all rows).
 
     >>> x = np.array([[0.0], [0.1], [5.0], [5.1]], dtype=np.float32)
     >>> a = kmeans_assignments(x, 2)
@@ -46,7 +51,8 @@ def kmeans_assignments(
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     # min_points_per_centroid only silences faiss's "too few points" warning; results are equal.
-    kmeans = faiss.Kmeans(x.shape[1], n_clusters, niter=niter, seed=seed, min_points_per_centroid=1)
+    kmeans = faiss.Kmeans(x.shape[1], n_clusters, niter=niter, seed=seed, min_points_per_centroid=1,
+                          max_points_per_centroid=max_points_per_centroid or max(1, len(x)))
     kmeans.train(x)
     _, nearest = kmeans.index.search(x, 1)
     return nearest[:, 0].astype(np.int64)
@@ -59,14 +65,16 @@ def kmeans_backend(device: torch.device) -> str:
 
 
 def kmeans_draws(
-    n: int, n_clusters: int, generator: torch.Generator
+    n: int, n_clusters: int, generator: torch.Generator,
+    max_points_per_centroid: int | None = MAX_POINTS_PER_CENTROID,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(training rows, or None for all ``n``; initial centroid rows, positions in the training
-    rows): at most ``MAX_POINTS_PER_CENTROID * n_clusters`` random rows, then ``n_clusters``
-    distinct random ones of those (CPU int64)."""
+    rows): at most ``max_points_per_centroid * n_clusters`` random rows (None: all), then
+    ``n_clusters`` distinct random ones of those (CPU int64)."""
     rows = None
-    if n > MAX_POINTS_PER_CENTROID * n_clusters:
-        rows = torch.randperm(n, generator=generator)[: MAX_POINTS_PER_CENTROID * n_clusters]
+    cap = None if max_points_per_centroid is None else max_points_per_centroid * n_clusters
+    if cap is not None and n > cap:
+        rows = torch.randperm(n, generator=generator)[:cap]
     n_train = n if rows is None else len(rows)
     return rows, torch.randperm(n_train, generator=generator)[:n_clusters]
 
@@ -100,7 +108,8 @@ def _split_empty(centroids: torch.Tensor, counts: torch.Tensor,
 
 
 def torch_kmeans_assignments(
-    embeddings: torch.Tensor, n_clusters: int, seed: int = 0, niter: int = 20
+    embeddings: torch.Tensor, n_clusters: int, seed: int = 0, niter: int = 20,
+    max_points_per_centroid: int | None = MAX_POINTS_PER_CENTROID,
 ) -> torch.Tensor:
     """Index of the nearest k-means centroid for each row (int64, on the embeddings' device);
     see the module doc. Lloyd's update c_j = mean of the points assigned to j.
@@ -111,7 +120,7 @@ def torch_kmeans_assignments(
     """
     x = embeddings.detach().float()
     generator = torch.Generator().manual_seed(seed)
-    rows, init = kmeans_draws(len(x), n_clusters, generator)
+    rows, init = kmeans_draws(len(x), n_clusters, generator, max_points_per_centroid)
     train = x if rows is None else x[rows.to(x.device)]
     centroids = train[init.to(x.device)].clone()
     for _ in range(niter):
@@ -131,8 +140,10 @@ def clustering_scores(
     names: tuple[str, ...] = CLUSTERING_METRICS,
     seed: int = 0,
     backend: str | None = None,
+    max_points_per_centroid: int | None = MAX_POINTS_PER_CENTROID,
 ) -> dict[str, float]:
-    """NMI and/or AMI between ``labels`` and a k-means clustering with one cluster per label.
+    """NMI and/or AMI between ``labels`` and a k-means clustering with one cluster per label,
+    trained on at most ``max_points_per_centroid`` points per cluster (None: every point).
 
     ``backend`` ("faiss" or "torch") defaults to `kmeans_backend` of the embeddings' device.
 
@@ -144,7 +155,9 @@ def clustering_scores(
         np.asarray(embeddings))
     n_clusters = len(np.unique(labels))
     if (backend or kmeans_backend(x.device)) == "torch":
-        clusters = torch_kmeans_assignments(x, n_clusters, seed=seed).cpu().numpy()
+        clusters = torch_kmeans_assignments(
+            x, n_clusters, seed=seed, max_points_per_centroid=max_points_per_centroid).cpu().numpy()
     else:
-        clusters = kmeans_assignments(x.detach().cpu().numpy(), n_clusters, seed=seed)
+        clusters = kmeans_assignments(x.detach().cpu().numpy(), n_clusters, seed=seed,
+                                      max_points_per_centroid=max_points_per_centroid)
     return {name: float(_SCORES[name](labels, clusters)) for name in names}

@@ -22,7 +22,11 @@ import torch
 from dmlkit.errors import ConfigError, EvaluationError
 from dmlkit.evaluation import metrics as M
 from dmlkit.evaluation.classification import CLASSIFICATION_METRICS, classification_scores
-from dmlkit.evaluation.clustering import CLUSTERING_METRICS, clustering_scores
+from dmlkit.evaluation.clustering import (
+    CLUSTERING_METRICS,
+    MAX_POINTS_PER_CENTROID,
+    clustering_scores,
+)
 from dmlkit.evaluation.knn import check_distance, l2_normalize, map_neighbours
 
 KNN_METRICS = ("precision_at_1", "recall_at_k", "r_precision", "map_at_r", "map_at_k")
@@ -90,6 +94,7 @@ class Evaluator:
         per_class: bool = False,
         chunk_size: int | None = None,
         kmeans_seed: int = 0,
+        kmeans_max_points_per_centroid: int | None = MAX_POINTS_PER_CENTROID,
         device: str | torch.device | None = None,
         memory_budget_mb: float | None = None,
         workers: int | None = None,
@@ -122,6 +127,7 @@ class Evaluator:
         self.per_class = per_class
         self.chunk_size = chunk_size
         self.kmeans_seed = kmeans_seed
+        self.kmeans_max_points_per_centroid = kmeans_max_points_per_centroid
         self.device = None if device is None else torch.device(device)
         self.memory_budget_mb = memory_budget_mb
         self.workers = workers
@@ -262,7 +268,9 @@ class Evaluator:
         }
         clustering = tuple(n for n in self.names if n in CLUSTERING_METRICS)
         if clustering:  # faiss on the CPU, torch k-means where q is (`kmeans_backend`)
-            results.update(clustering_scores(q, q_labels, clustering, self.kmeans_seed))
+            results.update(clustering_scores(
+                q, q_labels, clustering, self.kmeans_seed,
+                max_points_per_centroid=self.kmeans_max_points_per_centroid))
         if "nn_classification" in self.names:
             pred = self._nearest_labels(q, r, r_labels, reference is None)
             results.update(classification_scores(q_labels, pred))
@@ -289,7 +297,8 @@ def evaluate(
 
     ``options`` are `Evaluator`'s: recall_ks=(1, 2, 4, 8), map_at_k=None, metrics=None,
     distance="euclidean", normalize=False, avg_of_avgs=False, per_class=False,
-    chunk_size=None, kmeans_seed=0, device=None, memory_budget_mb=None, workers=None.
+    chunk_size=None, kmeans_seed=0, kmeans_max_points_per_centroid=256, device=None,
+    memory_budget_mb=None, workers=None.
     Returns "precision_at_1", "recall_at_{k}" per k in ``recall_ks``, "r_precision",
     "map_at_r", "map_at_{K}" (when ``map_at_k=K``), "nmi", "ami"; ``metrics`` selects a subset
     by name (precision_at_1, recall_at_k, r_precision, map_at_r, map_at_k, nmi, ami), and
@@ -299,7 +308,9 @@ def evaluate(
     first (as PML's tester). ``avg_of_avgs`` averages per class first; ``per_class`` adds
     "per_class": {label: {metric: value}} (NaN for lone classes). ``chunk_size`` (query rows per
     block) defaults to what fits ``memory_budget_mb`` (512 MB) over ``workers`` threads;
-    ``device`` defaults to the query tensor's. k-means uses ``kmeans_seed`` (PML: 1234).
+    ``device`` defaults to the query tensor's. k-means uses ``kmeans_seed`` (PML: 1234) and
+    trains on at most ``kmeans_max_points_per_centroid`` points per cluster (None: all, as PML
+    before 1.0).
 
     Query 3.0 ranks 3.5 (hit), 2.0 (miss), 1.0 (hit): R = 2, AP@R = 1/2. Query 1.0 has two
     misses at distance 1; query 0.0 finds its class-mate second.

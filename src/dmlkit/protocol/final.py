@@ -35,7 +35,9 @@ def eval_options(e: EvalConfig) -> dict[str, Any]:
     """`evaluate` options of a run's eval config (the metrics the trainer reports)."""
     metrics = ["precision_at_1", "recall_at_k", "r_precision", "map_at_r"]
     return {"recall_ks": tuple(e.recall_ks), "distance": e.distance, "normalize": e.normalize,
-            "metrics": metrics + (["nmi", "ami"] if e.nmi else [])}
+            "metrics": metrics + (["nmi", "ami"] if e.nmi else []),
+            "kmeans_seed": e.kmeans_seed,
+            "kmeans_max_points_per_centroid": e.kmeans_max_points_per_centroid}
 
 
 def ensemble_metrics(
