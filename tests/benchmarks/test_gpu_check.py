@@ -38,10 +38,10 @@ def test_same_run_agrees_and_every_fault_is_caught(triplet):
 
 def test_compare_scales_with_the_step():
     ref = gpu_steps.Steps([{"loss": 2.0}, {"loss": 1.0}],
-                          {"a": torch.tensor([1.0, -4.0]), "b": torch.tensor([0.01])}, {})
+                          {"a": torch.tensor([1.0, -4.0]), "b": torch.tensor([0.002])}, {})
     near = gpu_steps.Steps([{"loss": 2.0001}, {"loss": 1.001}],
                            {"a": torch.tensor([1.001, -4.001]), "b": torch.tensor([0.0])}, {})
-    # b's gradient is dropped, but 0.01 is below 1e-3 of the step's scale 4: not caught
+    # b's gradient is dropped, but 0.002 is below 1e-3 of the step's scale 4: not caught
     assert gpu_steps.compare(near, ref, gpu_steps.FP32)["grad_ok"]
     assert gpu_steps.detectable(ref, gpu_steps.FP32) == (1, 2)
     missing = gpu_steps.Steps(near.losses, {"a": near.grads["a"]}, {})
