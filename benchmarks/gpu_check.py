@@ -1,238 +1,371 @@
 """The checks to run when a GPU is lent (driver of benchmarks/gpu_check.sh).
 
-1. CUDA smoke: one iteration of each method (metric, MDR, Sharing, Guided) on the same
-   batches on CUDA and on the CPU: the losses and the weights after the optimizer step agree
-   within a tolerance scaled to their magnitude (TF32 off).
-2. Precision: a short digits run in fp32 and in bf16 on CUDA; final MAP@R and P@1 close.
-3. Throughput: dmlkit's Trainer against the bare PyTorch + PML loop of bench_loop.py
-   (interleaved repetitions, median ratio), ResNet-50 at 224 px and CIFAR ResNet-18 at 32 px
-   on synthetic images, fp32 and bf16, channels_last.
-4. Evaluation on the device: the metrics of clustered embeddings held on CUDA (topk ranking,
-   torch k-means) against the same embeddings on the CPU (numpy ranking, faiss k-means), and
-   `extract_embeddings` against a bare no_grad loop (bench_extract.py).
+Stages (``--only`` takes a comma-separated subset; every row has a verdict, the exit status is
+1 when any enforced row fails):
 
-Writes a markdown report (default docs/results/gpu-check.md). ``--dry-run`` runs every step at
-a tiny size on the CPU (the "CUDA" side is then the CPU too) and writes nowhere by default.
+- compare: each method with its paper recipe's loss, miner and head (triplet, margin, MDR,
+  Sharing, Guided student, the full composition) for ``steps`` iterations through the real
+  trainer step on CUDA and on the CPU, from the same weights and batches, TF32 off: the
+  first step's gradients and the per-step loss curve agree at the step's scale (gpu_steps.py);
+- selftest: the same comparison with injected faults (gradients x2, the first parameter's
+  gradient dropped, the sign flipped) must fail;
+- precision: bf16 and fp16 autocast and fp32 with channels_last on the device against the
+  CPU fp32 run, at their precision's tolerance;
+- deterministic: ``train.deterministic=true`` on the device: two runs bitwise equal;
+- resume: ``train`` for 2 epochs against 1 epoch then ``--resume`` to 2 (deterministic):
+  the same final weights and test metrics;
+- throughput: `Trainer.train_epoch` against a bare PyTorch + PML loop (bench_loop.py), ResNet-50
+  at 224 px bf16 and CIFAR ResNet-18 at 32 px: ratio >= 0.9;
+- input: the image-file DataLoader on generated JPEGs of CUB-like sizes as the trainer builds
+  it (transform mdr, 224 px) against the ResNet-50 step rate: ratio >= 1.0;
+- evaluation: metrics of embeddings on the device against the CPU (kNN within 1e-3, NMI/AMI
+  within the k-means tolerance of docs/metrics.md), extraction against a bare loop >= 0.9.
 
-    benchmarks/gpu_check.sh                 # on the GPU machine
+``--dry-run`` runs every stage at a tiny size on the CPU (the "device" is the CPU too; the
+speed thresholds are reported but not enforced). The report (markdown) and the raw results
+(JSON beside it) are rewritten after every stage, so a timeout leaves the finished stages.
+
+    benchmarks/gpu_check.sh                       # on the GPU machine
     benchmarks/gpu_check.sh --dry-run --out /tmp/gpu-check.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
-import statistics
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import bench_extract
-from bench_evaluation import make_data
-from bench_loop import AnchorArm, DmlkitArm
+import gpu_speed
+import gpu_steps
 
 from dmlkit import config
-from dmlkit.data.device_batches import DeviceBatches
-from dmlkit.engine.train import build_components, train
-from dmlkit.engine.trainer import build_optimizer
+from dmlkit.engine.train import resumed_config, train
 
-METHODS = {"metric": [], "mdr": ["method.name=mdr"], "sharing": ["method.name=sharing"],
-           "guided": ["method.name=guided", "method.guided.master_epochs=1", "data.image_size=28"]}
-SMOKE_REL = 1e-3  # float32 on two devices: different kernels and summation orders
+STAGES = ["compare", "selftest", "precision", "deterministic", "resume", "throughput", "input",
+          "evaluation"]
+BUDGET_S = {"compare": 150, "selftest": 30, "precision": 60, "deterministic": 45,
+            "resume": 45, "throughput": 90, "input": 60, "evaluation": 60}
+# name -> (preset, overrides): each method with its paper recipe's loss, miner and head
+METHODS = {
+    "triplet": ("triplet-small", []),  # MDR's baseline: triplet + distance-weighted, mean-distance
+    "margin": ("margin-small", []),  # Sharing's baseline: margin (learnable beta) + DW, l2
+    "mdr": ("mdr-small", []),
+    "sharing": ("sharing-small", []),
+    "guided": ("guided-paper-cifar10", ["data.protocol=closed_set",
+                                        "method.guided.master_epochs=1",
+                                        "method.guided.master_batch_size=64"]),
+    "compose": ("compose-smoke", []),
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    """The check's sizes: full on the GPU machine, tiny for ``--dry-run``."""
+
+    steps: int
+    backbone: str
+    image_size: int
+    batch: int
+
+
+FULL, DRY = Size(20, "resnet18_cifar", 32, 32), Size(3, "small_cnn", 28, 24)
+
+
+class StageTimeout(Exception):
+    """A stage ran past its budget."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def method_config(name: str, size: Size, root: str, extra: list[str] = ()) -> config.Config:
+    preset, overrides = METHODS[name]
+    return config.load(preset, [
+        # uniform random pixels: no ties in max pooling (digits' upscaled 8x8 images have
+        # many, and CPU and CUDA kernels break them differently)
+        "data.name=synthetic", "data.options.classes=16", "data.options.per_class=32",
+        f"data.options.size={size.image_size}", "data.protocol=zero_shot",
+        "data.val_fraction=0", f"data.image_size={size.image_size}",
+        f"model.backbone={size.backbone}",
+        f"train.batch_size={size.batch}", "train.m_per_class=8",
+        f"train.batches_per_epoch={size.steps}", "train.epochs=1", "train.device=cpu",
+        f"run.root={root}", *overrides, *extra])
 
 
 @contextmanager
-def cpu_draws(seed: int = 0) -> Iterator[None]:
-    """``torch.multinomial`` (Sharing's distance-weighted negatives) drawn on the CPU from one
-    seeded generator, so that the CUDA and the CPU iteration draw alike."""
-    original = torch.multinomial
-    generator = torch.Generator().manual_seed(seed)
-
-    def draw(weights, num_samples, replacement=False, **_):  # its own generator ignored
-        return original(weights.detach().float().cpu(), num_samples, replacement,
-                        generator=generator).to(weights.device)
-
-    torch.multinomial = draw
+def no_tf32() -> Iterator[None]:
+    """TF32 off for the comparison stages (float32 matmuls and convolutions at full
+    precision), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        torch.multinomial = original
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def iteration(overrides: list[str], device: torch.device, root: str) -> tuple[list, dict]:
-    """Losses of one trainer iteration (every step of the method) and the weights after it.
-    Stage-one work (Guided DML's master) runs on the CPU, so both devices start alike."""
-    cfg = config.load("digits-smoke", [f"run.root={root}", *overrides])
-    data, method, model = build_components(cfg)
-    with tempfile.TemporaryDirectory() as run_dir:
-        method.prepare(model, data, Path(run_dir), torch.device("cpu"))
-    model, method = model.to(device), method.to(device)
-    optimizer = build_optimizer(cfg, model, method)
-    batches = {}
-    for stream, (name, sampler) in enumerate(
-            method.batch_samplers(data.splits.train.labels, cfg.train).items()):
-        sampler.set_epoch(0)
-        batches[name] = next(iter(DeviceBatches(data.train, sampler, device, 0, stream)))
-    model.train()
-    method.train()
-    losses = []
-    with cpu_draws():
-        for step in method.steps(model, batches, 0):
-            losses.append({k: float(v.detach()) for k, v in step.items()})
-            optimizer.zero_grad(set_to_none=True)
-            step["loss"].backward()
-            optimizer.step()
-    return losses, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+class Check:
+    """The state shared by the stages: CPU references are built once per method."""
+
+    def __init__(self, device: torch.device, size: Size, root: str, dry: bool) -> None:
+        self.device, self.size, self.root, self.dry = device, size, root, dry
+        self.built: dict[str, gpu_steps.Built] = {}
+        self.refs: dict[str, gpu_steps.Steps] = {}
+        self.results: dict = {}
+
+    def reference(self, name: str) -> tuple[gpu_steps.Built, gpu_steps.Steps]:
+        if name not in self.refs:
+            t0 = time.perf_counter()
+            self.built[name] = gpu_steps.build(method_config(name, self.size, self.root),
+                                               self.size.steps, self.root)
+            with no_tf32():
+                self.refs[name] = gpu_steps.run_steps(self.built[name], torch.device("cpu"))
+            log(f"  CPU reference {name}: {len(self.refs[name].losses)} steps, "
+                f"{time.perf_counter() - t0:.1f} s")
+        return self.built[name], self.refs[name]
+
+    def variant(self, built: gpu_steps.Built, **train: object) -> config.Config:
+        cfg = built.cfg.model_copy(deep=True)
+        for k, v in train.items():
+            setattr(cfg.train, k, v)
+        return cfg
 
 
-def close(a: torch.Tensor, b: torch.Tensor, scale: float) -> bool:
-    return bool(((a.double() - b.double()).abs() <= SMOKE_REL * (scale + b.double().abs())).all())
+def _row(name: str, cmp: dict, tol: gpu_steps.Tolerance) -> dict:
+    return {"run": name, "steps": cmp["steps"],
+            "loss CPU first/last": f"{cmp['ref_first_loss']:.5f} / {cmp['ref_last_loss']:.5f}",
+            "loss device first/last": f"{cmp['got_first_loss']:.5f} / "
+                                      f"{cmp['got_last_loss']:.5f}",
+            "grad diff / scale (bound)": f"{cmp['grad_rel']:.1e} "
+                                         f"({'none' if tol.grad is None else f'{tol.grad:.0e}'})",
+            "first loss diff (bound)": f"{cmp['first_loss_rel']:.1e} ({tol.first_loss:.0e})",
+            "curve diff (bound)": f"{cmp['curve_rel']:.1e} ({tol.curve:.0e})",
+            "ok": cmp["ok"], "raw": cmp}
 
 
-def smoke(device: torch.device, root: str) -> list[str]:
-    """Rows of the CUDA-vs-CPU table."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def stage_compare(c: Check) -> list[dict]:
     rows = []
-    for name, overrides in METHODS.items():
-        got, got_w = iteration(overrides, device, root)
-        want, want_w = iteration(overrides, torch.device("cpu"), root)
-        loss_ok = all(close(torch.tensor(g[k]), torch.tensor(w[k]), abs(w[k]))
-                      for g, w in zip(got, want, strict=True) for k in w)
-        floats = [k for k, v in want_w.items() if v.is_floating_point()]
-        scale = max(float(want_w[k].abs().max()) for k in floats)
-        weights_ok = all(close(got_w[k], want_w[k], scale) for k in floats)
-        worst = max(float((got_w[k].double() - want_w[k].double()).abs().max()) for k in floats)
-        rows.append(f"| {name} | {len(want)} | {want[0]['loss']:.5f} | {got[0]['loss']:.5f} | "
-                    f"{worst:.2e} | {'ok' if loss_ok and weights_ok else 'FAIL'} |")
+    for name in METHODS:
+        built, ref = c.reference(name)
+        with no_tf32():
+            got = gpu_steps.run_steps(built, c.device)
+        row = _row(name, gpu_steps.compare(got, ref, gpu_steps.FP32), gpu_steps.FP32)
+        caught, total = gpu_steps.detectable(ref, gpu_steps.FP32)
+        row["dropped grad caught"] = f"{caught}/{total} params"
+        rows.append(row)
+        log(f"  {name}: {'ok' if row['ok'] else 'FAIL'} (grad {row['raw']['grad_rel']:.1e})")
     return rows
 
 
-def precision(device: torch.device, root: str, epochs: int) -> list[str]:
-    """Rows of the fp32-vs-bf16 table (final test metrics of the same run)."""
-    finals = {}
-    for p in ("fp32", "bf16"):
-        cfg = config.load("digits-smoke", [f"run.root={root}", f"run.name={p}",
-                                           f"train.precision={p}", f"train.epochs={epochs}",
-                                           f"train.device={device}", "eval.nmi=false"])
-        finals[p] = train(cfg).read_json("metrics.json")["final"]
+def stage_selftest(c: Check) -> list[dict]:
+    """Each fault must make the fp32 comparison fail (row ok = the fault was detected)."""
     rows = []
-    for key in ("precision_at_1", "map_at_r"):
-        diff = abs(finals["bf16"][key] - finals["fp32"][key])
-        rows.append(f"| {key} | {finals['fp32'][key]:.4f} | {finals['bf16'][key]:.4f} | "
-                    f"{diff:.4f} | {'ok' if diff <= 0.05 else 'FAIL'} |")
+    for method in ("triplet", "sharing"):
+        built, ref = c.reference(method)
+        for fault, inject in gpu_steps.FAULTS.items():
+            with no_tf32():
+                got = gpu_steps.run_steps(built, c.device, fault=inject)
+            cmp = gpu_steps.compare(got, ref, gpu_steps.FP32)
+            row = _row(f"{method}, {fault}", cmp, gpu_steps.FP32)
+            row["ok"] = not cmp["ok"]
+            row["detected by"] = ", ".join(k for k in ("grad", "first_loss", "curve")
+                                           if not cmp[f"{k}_ok"]) or "nothing"
+            rows.append(row)
+            log(f"  {method} / {fault}: detected by {row['detected by']}")
     return rows
 
 
-def throughput(device: torch.device, root: str, dry: bool) -> list[str]:
-    """Rows of the dmlkit-vs-bare-loop table."""
-    if dry:
-        workloads = {"resnet50 (32 px, dry run)": ("resnet50", 32, 16, 4, 1, 1, 0)}
-    else:  # backbone, size, batch, per class, batches per rep, reps, warm-up reps
-        workloads = {"resnet50 224 px": ("resnet50", 224, 64, 8, 20, 5, 1),
-                     "resnet18_cifar 32 px": ("resnet18_cifar", 32, 64, 8, 50, 5, 1)}
+def stage_precision(c: Check) -> list[dict]:
     rows = []
-    for label, (backbone, size, batch, m, batches, reps, warmup) in workloads.items():
-        for p in ("fp32", "bf16"):
-            cfg = config.load("fashion-mnist-demo", [
-                f"run.root={root}", "data.name=synthetic", "data.protocol=zero_shot",
-                "data.options.classes=32", "data.options.per_class=32",
-                f"data.options.size={size}", f"model.backbone={backbone}",
-                f"train.batch_size={batch}", f"train.m_per_class={m}",
-                f"train.batches_per_epoch={batches}", f"train.device={device}",
-                f"train.precision={p}", "train.channels_last=true", "train.epochs=1000"])
-            arms = {"dmlkit": DmlkitArm(cfg)}
-            arms["anchor"] = AnchorArm(cfg, arms["dmlkit"].data)
-            rates: dict[str, list[float]] = {k: [] for k in arms}
-            for rep in range(warmup + reps):
-                for k, arm in arms.items():
-                    rate = arm()
-                    if rep >= warmup:
-                        rates[k].append(rate)
-            ratio = statistics.median(a / b for a, b in zip(rates["dmlkit"], rates["anchor"],
-                                                            strict=True))
-            rows.append(f"| {label} | {p} | {statistics.median(rates['dmlkit']):.0f} | "
-                        f"{statistics.median(rates['anchor']):.0f} | {ratio:.3f} |")
+    for precision, channels_last in (("fp32", True), ("bf16", True), ("fp16", True),
+                                     ("bf16", False)):
+        tol = gpu_steps.TOLERANCES[precision]
+        for name in METHODS:
+            built, ref = c.reference(name)
+            cfg = c.variant(built, precision=precision, channels_last=channels_last)
+            with no_tf32():
+                got = gpu_steps.run_steps(built, c.device, cfg)
+            label = f"{name} {precision}{' channels_last' if channels_last else ''}"
+            rows.append(_row(label, gpu_steps.compare(got, ref, tol), tol))
+            log(f"  {label}: {'ok' if rows[-1]['ok'] else 'FAIL'}")
     return rows
 
 
-def evaluation(device: torch.device, dry: bool) -> list[str]:
-    """Rows of the device-vs-CPU evaluation table and of the extraction ratios: kNN metrics
-    agree up to float32 ranking ties, NMI/AMI up to the k-means draws (faiss's on the CPU,
-    a torch.Generator's on the device)."""
-    from dmlkit.evaluation import evaluate
-
-    data = make_data("10k-10" if dry else "60k-100", 128)
-    x, y = torch.from_numpy(data["query"]), torch.from_numpy(data["query_labels"])
-    results, seconds = {}, {}
-    for where in ("cpu", device):
-        q = x.to(where)
-        t0 = time.perf_counter()
-        results[str(where)] = evaluate(q, y, kmeans_seed=1234)
-        seconds[str(where)] = time.perf_counter() - t0
-    cpu, dev = results["cpu"], results[str(device)]
+def stage_deterministic(c: Check) -> list[dict]:
+    """Two runs with train.deterministic=true on the device (the device's own random draws,
+    no `cpu_draws`): the same losses and weights, bit for bit."""
     rows = []
-    for key, bound in (("precision_at_1", 1e-3), ("map_at_r", 1e-3), ("nmi", 0.02),
-                       ("ami", 0.02)):
-        diff = abs(dev[key] - cpu[key])
-        rows.append(f"| {key} | {cpu[key]:.4f} | {dev[key]:.4f} | {diff:.4f} | "
-                    f"{'ok' if diff <= bound else 'FAIL'} |")
-    rows.append(f"| seconds | {seconds['cpu']:.2f} | {seconds[str(device)]:.2f} | | |")
-    n, reps = (1000, 1) if dry else (60_000, 5)
-    for workload in bench_extract.WORKLOADS:
-        for p in ("fp32", "bf16"):
-            r = bench_extract.run(workload, n, 512, reps, device, p, p == "bf16")
-            rows.append(f"| extract {workload} {n} images, {p} (s, bare / dmlkit) | "
-                        f"{r['bare']:.3f} | {r['dmlkit']:.3f} | ratio {r['ratio']:.3f} | |")
+    for name in METHODS:
+        built, _ = c.reference(name)
+        cfg = c.variant(built, deterministic=True)
+        try:
+            a, b = (gpu_steps.run_steps(built, c.device, cfg, draws=False) for _ in range(2))
+            same, error = gpu_steps.identical(a, b), ""
+        except Exception as e:  # e.g. an op without a deterministic CUDA kernel
+            same, error = False, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        rows.append({"run": name, "bitwise equal": same, "error": error, "ok": same})
+        log(f"  {name}: {'ok' if same else 'FAIL'} {error}")
     return rows
 
 
-def main() -> None:
+def stage_resume(c: Check) -> list[dict]:
+    """The full composition through `train`: 2 epochs straight against 1 epoch and a resume."""
+    extra = [f"train.device={c.device}", "train.deterministic=true", "train.epochs=2",
+             f"train.batches_per_epoch={max(2, c.size.steps // 2)}", "eval.nmi=false"]
+    cfg = method_config("compose", c.size, c.root, [*extra, "run.name=straight"])
+    straight = train(cfg)
+    first = train(method_config("compose", c.size, c.root,
+                                [*extra, "train.epochs=1", "run.name=resumed"]))
+    resumed = train(resumed_config(first.path, ["train.epochs=2"]), resume=first.path)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(r.path / "model.safetensors") for r in (straight, resumed))
+    same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fa, fb = (r.read_json("metrics.json")["final"] for r in (straight, resumed))
+    return [{"run": "compose, 2 epochs vs 1 + resume", "weights bitwise equal": same,
+             "final MAP@R straight / resumed": f"{fa['map_at_r']:.4f} / {fb['map_at_r']:.4f}",
+             "ok": same and fa == fb}]
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Check], list[dict]]] = {
+    "compare": stage_compare, "selftest": stage_selftest, "precision": stage_precision,
+    "deterministic": stage_deterministic, "resume": stage_resume,
+    "throughput": gpu_speed.stage_throughput, "input": gpu_speed.stage_input,
+    "evaluation": gpu_speed.stage_evaluation}
+TITLES = {
+    "compare": "CUDA vs CPU through the real trainer step, fp32, TF32 off",
+    "selftest": "Self-test: injected faults must fail the fp32 comparison (ok = detected)",
+    "precision": "Autocast and channels_last on the device vs the CPU fp32 run",
+    "deterministic": "Deterministic mode on the device: two runs bitwise equal",
+    "resume": "Resume from a checkpoint (deterministic): same weights and metrics",
+    "throughput": "Training throughput vs a bare PyTorch + PML loop (img/s; ok: ratio >= 0.9)",
+    "input": "Image-file DataLoader on JPEGs vs the model's step rate (ok: ratio >= 1.0)",
+    "evaluation": "Evaluation on the device vs the CPU",
+}
+
+
+def _cell(v: object) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "/")
+
+
+def render(results: dict, header: list[str]) -> str:
+    text = [*header, ""]
+    for stage, res in results["stages"].items():
+        text += [f"## {stage}: {TITLES[stage]}", "",
+                 f"{res['seconds']:.1f} s (budget {res['budget_s']} s). "
+                 f"{'ok' if res['ok'] else 'FAIL'}.", ""]
+        if res.get("error"):
+            text += ["```", res["error"], "```", ""]
+        rows = res["rows"]
+        if rows:
+            cols = [k for k in rows[0] if k not in ("ok", "raw", "enforced")]
+            text += ["| " + " | ".join(cols) + " | |", "|" + "---|" * (len(cols) + 1)]
+            for r in rows:
+                verdict = "ok" if r["ok"] else ("FAIL" if r.get("enforced", True)
+                                                else "below (dry run: not enforced)")
+                text.append("| " + " | ".join(_cell(r.get(k, "")) for k in cols)
+                            + f" | {verdict} |")
+            text.append("")
+    return "\n".join(text)
+
+
+def _alarm(signum, frame):
+    raise StageTimeout
+
+
+def run_stage(c: Check, stage: str, budget: int) -> dict:
+    log(f"stage {stage} (budget {budget} s)")
+    t0 = time.perf_counter()
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(budget)
+    rows, error = [], ""
+    try:
+        rows = STAGE_FUNCTIONS[stage](c)
+    except StageTimeout:
+        error = f"stage {stage} ran past its budget of {budget} s"
+    except Exception:
+        error = traceback.format_exc(limit=6)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    seconds = time.perf_counter() - t0
+    ok = not error and all(r["ok"] or not r.get("enforced", True) for r in rows)
+    log(f"stage {stage}: {'ok' if ok else 'FAIL'} in {seconds:.1f} s"
+        + (f"\n{error}" if error else ""))
+    return {"ok": ok, "seconds": seconds, "budget_s": budget, "error": error, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     ap.add_argument("--out", type=Path, default=None,
-                    help="report path (default docs/results/gpu-check.md; dry run: none)")
-    args = ap.parse_args()
+                    help="report path (default docs/results/gpu-check.md; dry run: "
+                         "a temporary folder); the JSON goes beside it")
+    ap.add_argument("--only", default=",".join(STAGES),
+                    help=f"comma-separated stages ({','.join(STAGES)})")
+    ap.add_argument("--steps", type=int, default=None, help="iterations per comparison run")
+    args = ap.parse_args(argv)
+    stages = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        ap.error(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
-        sys.exit("gpu_check: no CUDA device (use --dry-run to exercise it on the CPU)")
+        print("gpu_check: no CUDA device (use --dry-run to exercise it on the CPU)",
+              file=sys.stderr)
+        return 2
     device = torch.device("cpu" if dry else "cuda")
-    out = args.out or (None if dry else Path("docs/results/gpu-check.md"))
-    t0 = time.perf_counter()
+    size = DRY if dry else FULL
+    if args.steps:
+        size = Size(args.steps, size.backbone, size.image_size, size.batch)
+    t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
-        sections = [
-            ("CUDA vs CPU, one iteration per method", "| method | steps | CPU loss | device "
-             "loss | max weight diff | |\n|---|---|---|---|---|---|", smoke(device, root)),
-            ("fp32 vs bf16, digits-smoke final test metrics", "| metric | fp32 | bf16 | diff "
-             "| |\n|---|---|---|---|---|", precision(device, root, 1 if dry else 4)),
-            ("Throughput vs a bare PyTorch + PML loop (img/s, median of interleaved reps)",
-             "| workload | precision | dmlkit | bare loop | ratio |\n|---|---|---|---|---|",
-             throughput(device, root, dry)),
-            ("Evaluation on the device vs the CPU (clustered embeddings, d=128)",
-             "| metric | CPU | device | diff | |\n|---|---|---|---|---|",
-             evaluation(device, dry)),
-        ]
-    name = "CPU (dry run)" if dry else torch.cuda.get_device_name(0)
-    text = [f"# GPU check{' (dry run)' if dry else ''}", "",
-            f"Device: {name}; torch {torch.__version__}; {platform.platform()}. "
-            f"Command: `benchmarks/gpu_check.sh{' --dry-run' if dry else ''}` "
-            f"({time.perf_counter() - t0:.0f} s).", ""]
-    for title, header, rows in sections:
-        text += [f"## {title}", "", header, *rows, ""]
-    report = "\n".join(text)
-    print(report)
-    if out is not None:
+        out = args.out or (Path(root) / "gpu-check.md" if dry else
+                           Path("docs/results/gpu-check.md"))
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report)
-    if "FAIL" in report:
-        sys.exit(1)
+        name = "CPU (dry run)" if dry else torch.cuda.get_device_name(0)
+        command = "bash benchmarks/gpu_check.sh " + " ".join(argv or sys.argv[1:])
+        header = [f"# GPU check{' (dry run)' if dry else ''}", "",
+                  f"Device: {name}; torch {torch.__version__}; Python "
+                  f"{platform.python_version()}; {os.cpu_count()} CPU cores; "
+                  f"{platform.platform()}.", f"Command: `{command.strip()}`.",
+                  f"Comparison runs: {size.steps} iterations, {size.backbone} at "
+                  f"{size.image_size} px, batch {size.batch}, synthetic images."]
+        results = {"device": name, "torch": torch.__version__, "dry_run": dry,
+                   "command": command.strip(), "size": size.__dict__, "stages": {}}
+        check = Check(device, size, root, dry)
+        check.results = results
+        for stage in stages:
+            results["stages"][stage] = run_stage(check, stage, BUDGET_S[stage])
+            results["seconds"] = time.perf_counter() - t_start
+            report = render(results, [*header, f"Total {results['seconds']:.0f} s."])
+            out.write_text(report + "\n")
+            out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+        print(report)
+        log(f"report: {out}")
+    failed = [s for s, r in results["stages"].items() if not r["ok"]]
+    log(f"{'FAILED: ' + ', '.join(failed) if failed else 'all stages ok'} "
+        f"({time.perf_counter() - t_start:.0f} s)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
