@@ -72,7 +72,7 @@ class StrictDevice(TorchFunctionMode):
             return out
         inputs = _tensors((args, kwargs))
         tagged = [t for t in inputs if getattr(t, "_off_device", None)]
-        if not tagged or func in MOVES and _moves_device(args, kwargs):
+        if not tagged or (func in MOVES and _moves_device(args, kwargs)):
             return out
         if len(tagged) < len(inputs):
             self.mixed.append((getattr(func, "__name__", str(func)), tagged[0]._off_device))
