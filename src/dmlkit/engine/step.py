@@ -110,7 +110,7 @@ class Stepper:
             if loss_ok and grads_ok:
                 applied += 1
                 continue
-            samples = sorted(set(torch.cat(indices).tolist())) if indices else []
-            bad.append(BadStep(iteration, "gradient" if loss_ok else "loss",
-                               fp16 and bool(loss_ok), samples))
+            overflow = fp16 and bool(loss_ok)
+            samples = [] if overflow or not indices else sorted(set(torch.cat(indices).tolist()))
+            bad.append(BadStep(iteration, "gradient" if loss_ok else "loss", overflow, samples))
         return sums, applied, bad

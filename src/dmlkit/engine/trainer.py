@@ -15,8 +15,6 @@ and rank 0 computes the metrics, which every rank then receives (validation deci
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import signal
 import time
@@ -31,8 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dmlkit.base import process_group
-from dmlkit.base.atomic_write import WriteError, atomic_write_bytes
-from dmlkit.base.files import first_line, save_weights
+from dmlkit.base.files import save_weights
 from dmlkit.base.progress import live_bars, phase, plain
 from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
@@ -44,12 +41,14 @@ from dmlkit.data.workers import loader_workers, prefetch_factor
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.evaluate import evaluate_model
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
+from dmlkit.engine.optim import build_optimizer, build_scheduler
 from dmlkit.engine.precision import training_view
 from dmlkit.engine.run_report import write_run_report
-from dmlkit.engine.seed import cuda_rng_state, rng_state, seed_everything, set_rng_state
+from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
 from dmlkit.engine.step import BadStep, Stepper
 from dmlkit.engine.tracking.tracker import Tracker
-from dmlkit.errors import CheckpointError, ConfigError, DmlkitError, TrainingError
+from dmlkit.engine.trainer_checkpoints import Checkpointing, empty_epoch
+from dmlkit.errors import ConfigError, DmlkitError, TrainingError
 from dmlkit.methods.base import Method
 from dmlkit.models.heads import NormalizedFeatures
 
@@ -69,47 +68,7 @@ def _drawn(iterators: list) -> Iterator[tuple]:
         raise
 
 
-def _empty_epoch() -> dict:
-    """Running sums of the current epoch (saved in mid-epoch checkpoints)."""
-    return {"sums": {}, "steps": 0, "images": 0, "skipped": 0, "overflows": 0, "seconds": 0.0}
-
-
-def build_optimizer(cfg: Config, model: nn.Module, method: Method) -> torch.optim.Optimizer:
-    """Model parameters plus the method's own groups (loss parameters, MDR levels, ...).
-
-    Adam, AdamW and SGD without momentum are fused where the parameters are on the CPU or CUDA:
-    one kernel, and a step skipped on the device (`dmlkit.engine.step`); SGD with momentum is
-    not (a skipped first step would leave its momentum buffers unset)."""
-    o = cfg.optim
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "model"}]
-    groups += method.param_groups(o.lr, o.weight_decay)
-    fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                               fused=fused and o.momentum == 0)
-    return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-
-
-def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
-    """Per-epoch schedule; multistep milestones are fractions of ``train.epochs``."""
-    o, epochs = cfg.optim, max(cfg.train.epochs, 1)
-    if o.schedule == "multistep":
-        milestones = sorted({max(1, round(f * epochs)) for f in o.milestones})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, o.gamma)
-    if o.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    if o.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=o.gamma, patience=o.plateau_patience
-        )
-    return None
-
-
-class Trainer:
+class Trainer(Checkpointing):
     """Runs ``method`` on ``model`` over ``data``, writing everything into ``run``.
 
     Position: ``epoch`` epochs done, plus ``batch`` batches of the next one; ``iteration``
@@ -162,7 +121,7 @@ class Trainer:
         self.checkpoints = CheckpointFolder(run.checkpoints)
         self.last_checkpoint: Path | None = None
         self.epoch, self.batch, self.iteration = 0, 0, 0
-        self.current = _empty_epoch()
+        self.current = empty_epoch()
         self.skipped: list[list[int]] = []  # [epoch, iteration] of skipped non-finite steps
         self.best: float = -math.inf
         self.bad_epochs = 0
@@ -174,111 +133,6 @@ class Trainer:
         """One line on the console."""
         self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False,
                            soft_wrap=True)
-
-    # ----------------------------------------------------------------- checkpoints
-    def state(self, rng: dict | None = None) -> dict:
-        """Everything a checkpoint holds besides the weights (``rng``: default this
-        process's RNG states)."""
-        self._read_sums()
-        return {
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "iteration": self.iteration,
-            "current_epoch": self.current,
-            "skipped": self.skipped,
-            "best": self.best,
-            "bad_epochs": self.bad_epochs,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "method": self.method.state_dict(),
-            "rng": rng or rng_state(device=self.device),
-            "results": dict(self.results),
-        }
-
-    def save_checkpoint(self) -> Path:
-        """Write the pair of the current position and prune old pairs; returns the state file.
-
-        Rank 0 writes (the state is the same on every rank); every rank learns the outcome. A
-        failed write (full disk) raises CheckpointError; the previous pair stays intact.
-        """
-        outcome: tuple[str, str] = ("ok", "")
-        # each rank's CUDA generator (its own device; the other RNGs are the same on all ranks)
-        rng = rng_state(process_group.all_objects(cuda_rng_state(self.device)))
-        if self.dist.is_main:
-            try:
-                path = self.checkpoints.save(self.model.state_dict(), self.state(rng),
-                                             self.epoch, self.batch)
-                self.checkpoints.prune(self.cfg.train.keep_checkpoints)
-                outcome = ("ok", str(path))
-            except WriteError as e:
-                outcome = ("error", str(e))
-        status, text = process_group.broadcast_object(outcome)
-        if status == "error":
-            raise CheckpointError(
-                f"could not save a checkpoint ({text}); the previous one "
-                f"({self.last_checkpoint or 'none'}) is intact: free space, then "
-                f"dmlkit train --resume {self.run.path}"
-            )
-        self.last_checkpoint = Path(text)
-        return self.last_checkpoint
-
-    def resume(self) -> None:
-        """Continue from the newest complete, readable checkpoint of the run directory."""
-        found = self.checkpoints.load_newest(self.warn)
-        if found is None:
-            self.console.print(f"no checkpoint in {self.run.path} yet: training from the start")
-            self._trim_metrics()
-            return
-        path, state, weights = found
-        try:
-            self.model.load_state_dict(weights)
-            self.method.load_state_dict(state["method"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None and state["scheduler"] is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(
-                f"{path} does not fit this run's model ({first_line(e)})"
-            ) from None
-        self.epoch, self.best, self.bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
-        self.batch = state.get("batch", 0)
-        self.iteration = state.get("iteration", 0)
-        self.current = {**_empty_epoch(), **state.get("current_epoch", {})}
-        self.skipped = [list(s) for s in state.get("skipped", [])]
-        self.results.update(state["results"])
-        self._rng = state.get("rng") or {"torch": state["torch_rng"]}
-        self.last_checkpoint = path
-        self._trim_metrics()
-        where = (f"epoch {self.epoch + 1}, after iteration {self.batch}" if self.batch
-                 else f"after epoch {self.epoch}")
-        self.console.print(f"resumed {self.run.path} from {path.name} ({where})")
-
-    def _trim_metrics(self) -> None:
-        """Drop metrics.csv rows of epochs after the checkpoint (written before a kill)."""
-        path = self.run.path / "metrics.csv"
-        if not self.dist.is_main or not path.is_file():
-            return
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        header, body = (rows[0], rows[1:]) if rows else ([], [])
-        if "epoch" not in header:
-            path.unlink()
-            return
-        col = header.index("epoch")
-        keep = [r for r in body if len(r) == len(header) and r[col].isdigit()
-                and int(r[col]) <= self.epoch]
-        if len(keep) < len(body):
-            buf = io.StringIO()
-            csv.writer(buf).writerows([header, *keep])
-            atomic_write_bytes(path, buf.getvalue().encode())
-
-    def _restore_rng(self) -> None:
-        if self._rng is not None:
-            set_rng_state(self._rng, self.dist.rank, self.device)
-            self._rng = None
 
     # ----------------------------------------------------------------- loop
     def _loaders(self) -> dict[str, DataLoader | DeviceBatches]:
@@ -320,7 +174,7 @@ class Trainer:
         self.model.train()
         self.method.train()
         if self.batch == 0:
-            self.current = _empty_epoch()
+            self.current = empty_epoch()
             self._restore_rng()  # an epoch-end state precedes the loaders' seed draws
         loaders = self._loaders()
         iterators = [iter(loader) for loader in loaders.values()]
