@@ -51,6 +51,7 @@ class Checkpointing:
         failed write (full disk) raises CheckpointError; the previous pair stays intact.
         """
         outcome: tuple[str, str] = ("ok", "")
+        self._read_sums()  # on every rank: a non-finite step stops every rank alike
         # each rank's CUDA generator (its own device; the other RNGs are the same on all ranks)
         rng = rng_state(process_group.all_objects(cuda_rng_state(self.device)))
         if self.dist.is_main:
