@@ -15,10 +15,11 @@ and rank 0 computes the metrics, which every rank then receives (validation deci
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from dmlkit.data.build import DataBundle
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.data.seeded_batches import SeededBatches
+from dmlkit.data.transforms import split_to_float
 from dmlkit.data.workers import loader_workers, prefetch_factor
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.evaluate import evaluate_model
@@ -128,6 +130,7 @@ class Trainer(Checkpointing):
         self.results: dict = {}
         self._rng: dict | None = None  # RNG state to restore when the loop continues (resume)
         self._kept: dict[str, DataLoader | DeviceBatches] = {}  # `_loaders`: kept across epochs
+        self._to_float: dict[str, Callable] = {}  # per stream: a uint8 batch's device transform
 
     def warn(self, message: str) -> None:
         """One line on the console."""
@@ -154,6 +157,10 @@ class Trainer(Checkpointing):
                 self._kept[name] = DeviceBatches(dataset, sampler, self.device,
                                                  self.cfg.train.seed, stream)
                 continue
+            split = split_to_float(getattr(dataset, "transform", None))
+            if split is not None:  # uint8 from the workers, to float on the device
+                dataset = copy.copy(dataset)
+                dataset.transform, self._to_float[name] = split
             workers = loader_workers(d.num_workers, dataset)
             seeded = position and isinstance(dataset, ImageDataset)  # features: no transform
             self._kept[name] = DataLoader(
@@ -192,6 +199,9 @@ class Trainer(Checkpointing):
                             for t in b)
                 for name, b in zip(loaders, streams, strict=True)
             }
+            for name, to_float in self._to_float.items():
+                images, *rest = batches[name]
+                batches[name] = (to_float(images), *rest)
             cur["images"] += sum(len(b[0]) for b in batches.values()) * self.dist.world_size
             indices = [b[2] for b in batches.values()]
             for losses in self.method.steps(self.view, batches, it):
