@@ -38,7 +38,7 @@ from dmlkit.data.image_cache import ImageCache
 from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.seeded_batches import SeededBatches
-from dmlkit.data.transforms import build_transform
+from dmlkit.data.transforms import build_transform, split_to_float
 from dmlkit.data.workers import available_cores, prefetch_factor
 
 CLASSES = 10
@@ -104,6 +104,9 @@ def main() -> None:
                    help="worker counts (default: 0, 2 and all cores)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--passes", type=int, default=3, help="measured passes (the fastest counts)")
+    p.add_argument("--uint8", action="store_true",
+                   help="the workers' transform stops at the uint8 image, as the trainer's "
+                   "(float conversion and normalization on the device); default: float32")
     args = p.parse_args()
     torch.set_num_threads(1)
     cores = available_cores()
@@ -117,8 +120,9 @@ def main() -> None:
             root = write_images(Path(tmp) / size, args.images, width, height)
             catalog = load_catalog("folder", root)
             for name in args.transforms:
-                transform = build_transform(name, True)
-                side = cache_size([transform, build_transform(name, False)])
+                whole = build_transform(name, True)
+                side = cache_size([whole, build_transform(name, False)])
+                transform = split_to_float(whole)[0] if args.uint8 else whole
                 t0 = time.perf_counter()
                 cache = ImageCache.open(Path(tmp) / "cache", catalog.name, catalog.paths, side,
                                         num_workers=max(counts))

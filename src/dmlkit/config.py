@@ -58,7 +58,8 @@ class DataConfig(Section):
     on_bad_image: Literal["fail", "skip"] = "fail"
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes; auto: the cores this process may use "
-        "(at most 8) for on-disk datasets, 0 for in-memory ones (docs/input-pipeline.md)"
+        "(its share under torchrun) less one for on-disk datasets, 0 for in-memory ones "
+        "(docs/input-pipeline.md)"
     )
     augment_seeds: Literal["position", "loader"] = Field(
         "position", description="random augmentation of the per-sample path: position: each "
@@ -307,8 +308,9 @@ class TrainConfig(Section):
     seed: int = 0
     device: str = "auto"
     deterministic: bool | None = Field(
-        None, description="deterministic kernels (unset: on for the CPU, off for CUDA, where "
-        "true is strict and sets CUBLAS_WORKSPACE_CONFIG; docs/distributed.md)"
+        None, description="deterministic kernels (unset: on for the CPU, off for CUDA); an op "
+        "without one warns; on CUDA also cuDNN's deterministic convolutions and "
+        "CUBLAS_WORKSPACE_CONFIG (slower; docs/gpu.md)"
     )
     keep_checkpoints: int = Field(2, ge=1)
     checkpoint_every: int = Field(

@@ -22,8 +22,10 @@ def test_auto_gives_the_cores_to_files_only(tmp_path, monkeypatch):
     memory = ImageDataset(Catalog("m", np.array([0, 1]), np.array(["train", "test"]),
                                   images=np.zeros((2, 4, 4, 3), np.uint8)))
     features = FeatureDataset(memory.catalog, torch.zeros(2, 3))
-    assert workers.loader_workers("auto", files) == 8  # at most 8
-    assert workers.loader_workers("auto", Subset(files, [0, 1])) == 8
+    assert workers.loader_workers("auto", files) == 11  # one core for the training process
+    assert workers.loader_workers("auto", Subset(files, [0, 1])) == 11
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks on this machine share its cores
+    assert workers.loader_workers("auto", files) == 5
     assert workers.loader_workers("auto", memory) == workers.loader_workers("auto", features) == 0
     assert workers.loader_workers(3, memory) == 3
 

@@ -23,9 +23,9 @@ from dmlkit.base import process_group
 from dmlkit.base.files import load_weights
 from dmlkit.data.build import build_data
 from dmlkit.engine.checkpoint import CheckpointFolder
+from dmlkit.engine.evaluate import evaluate_model
 from dmlkit.engine.seed import seed_everything
 from dmlkit.engine.train import build_components
-from dmlkit.engine.trainer import evaluate_model
 from dmlkit.evaluation.extract import extract_sharded
 from dmlkit.models.embedding_model import build_model
 from numeric import assert_close_scaled, assert_trees_close

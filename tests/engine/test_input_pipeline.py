@@ -5,12 +5,16 @@ import csv
 import json
 
 import pytest
+import torch
 from PIL import Image
+from rich.console import Console
 
 from data.fixtures import make_folder
 from dmlkit import config
+from dmlkit.base.run_dir import RunDir
 from dmlkit.engine.checkpoint import CheckpointFolder
-from dmlkit.engine.train import train
+from dmlkit.engine.train import build_components, train
+from dmlkit.engine.trainer import Trainer
 
 ARGS = ["data.name=folder", "data.transform=small_aug", "data.image_size=16",
         "data.device_transforms=false", "data.val_fraction=0", "train.batch_size=8",
@@ -70,3 +74,21 @@ def test_a_cached_dataset_trains_and_evaluates_without_decoding(tmp_path, images
     monkeypatch.setattr(Image, "open", no_decoding)
     again = train(run_config(tmp_path, images, "b", "data.image_cache=true", "train.epochs=1"))
     assert outcome(again.path) == outcome(first)
+
+
+
+def test_workers_hand_uint8_images_normalized_on_the_device(tmp_path, images):
+    """The per-sample transform stops at the uint8 image (a quarter of the bytes through shared
+    memory and to the device); the trainer makes the float32, normalized batch on the device:
+    the same values as the whole transform."""
+    cfg = run_config(tmp_path, images, "u8", "data.num_workers=0")
+    data, method, model = build_components(cfg)
+    trainer = Trainer(cfg, data, model, method, RunDir.create(cfg), torch.device("cpu"),
+                      Console(quiet=True))
+    loader = trainer._loaders()["class"]
+    seeded = next(iter(loader.batch_sampler))  # (index, seed) of the first batch's samples
+    raw, _, _ = next(iter(loader))
+    whole = data.stream("class")  # the whole transform
+    expected = torch.stack([whole[item][0] for item in seeded])
+    assert raw.dtype == torch.uint8 and expected.dtype == torch.float32
+    assert torch.equal(trainer._to_float["class"](raw), expected)

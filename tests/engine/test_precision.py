@@ -8,6 +8,7 @@ import torch
 
 from dmlkit import config
 from dmlkit.config import HeadConfig, ModelConfig
+from dmlkit.engine import evaluate as evaluate_mod
 from dmlkit.engine import trainer as trainer_mod
 from dmlkit.engine.checkpoint import CheckpointFolder, load_state
 from dmlkit.engine.precision import MixedPrecisionView, inference_view, training_view
@@ -85,14 +86,14 @@ def test_evaluation_embeds_with_the_training_precision(tmp_path, monkeypatch, ch
     m = model().eval()
     want, _ = extract_embeddings(m, data.test.query, 64)
     seen = []
-    real = trainer_mod.extract_sharded
+    real = evaluate_mod.extract_sharded
 
     def recording(view, *args):
         seen.append(view)
         return real(view, *args)
 
-    monkeypatch.setattr(trainer_mod, "extract_sharded", recording)
-    trainer_mod.evaluate_model(m, data.test, cfg, torch.device("cpu"))
+    monkeypatch.setattr(evaluate_mod, "extract_sharded", recording)
+    evaluate_mod.evaluate_model(m, data.test, cfg, torch.device("cpu"))
     assert isinstance(seen[0], MixedPrecisionView) and seen[0].channels_last == channels_last
     assert not m.training  # the view took the model's mode, extraction restored it
     got, _ = extract_embeddings(seen[0], data.test.query, 64)

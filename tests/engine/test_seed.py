@@ -46,10 +46,12 @@ def test_single_process_state_holds_the_training_device(fake_cuda):
     assert seed.rng_state(device="cpu")["cuda_ranks"] == []
 
 
-def test_a_rank_without_a_saved_state_keeps_its_seeded_one(fake_cuda):
+def test_a_rank_without_a_saved_state_takes_rank_0s(fake_cuda):
+    """Resumed on more ranks than saved: every rank draws as rank 0 (the miners' draws agree)."""
     state = seed.rng_state([seed.cuda_rng_state("cuda:0")])  # saved by a 1-rank run
-    seed.set_rng_state(state, 1, "cuda:1")
-    assert fake_cuda == []
+    for rank in range(2):
+        seed.set_rng_state(state, rank, torch.device("cuda", rank))
+    assert fake_cuda == [(torch.device("cuda", 0), [10]), (torch.device("cuda", 1), [10])]
 
 
 def test_old_checkpoints_restore_all_devices_in_one_process_only(fake_cuda):
@@ -68,11 +70,24 @@ def test_determinism_defaults_per_device(monkeypatch, restore_determinism):
     seed.seed_everything(0, None, "cuda")
     assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-    seed.seed_everything(0, True, "cuda")
+    seed.seed_everything(0, True, "cuda")  # runs on CUDA: an op without a kernel warns
     assert torch.are_deterministic_algorithms_enabled()
-    assert not torch.is_deterministic_algorithms_warn_only_enabled()
-    assert not torch.backends.cudnn.benchmark
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
+def test_backbones_pool_without_nondeterministic_kernels(backbone):
+    """AdaptiveAvgPool2d has no deterministic CUDA backward: the backbones pool with a mean,
+    the same values."""
+    from dmlkit.models.backbones import build_backbone
+
+    net = build_backbone(backbone, 3)
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in net.modules())
+    x = torch.randn(2, 3, 32, 32)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+    assert torch.allclose(net.avgpool(x) if hasattr(net, "avgpool") else pooled, pooled)
 
 
 @pytest.mark.parametrize("overrides,refused", [

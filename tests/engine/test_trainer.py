@@ -119,25 +119,25 @@ def test_a_stream_transform_for_no_stream_is_a_config_error(tmp_path):
 def test_eval_batch_divisor_sets_the_extraction_batch(tmp_path, monkeypatch):
     """Guided DML's official extract_embedding: batch_size = len(dataset) // 30."""
     from dmlkit.data.build import build_data
-    from dmlkit.engine import trainer as trainer_mod
+    from dmlkit.engine import evaluate as evaluate_mod
     from dmlkit.models.embedding_model import build_model
 
     sizes = []
-    real = trainer_mod.extract_sharded
+    real = evaluate_mod.extract_sharded
 
     def recording(model, dataset, batch_size, *args):
         sizes.append((len(dataset), batch_size))
         return real(model, dataset, batch_size, *args)
 
-    monkeypatch.setattr(trainer_mod, "extract_sharded", recording)
+    monkeypatch.setattr(evaluate_mod, "extract_sharded", recording)
     cfg = smoke(tmp_path, "data.protocol=closed_set", "data.val_fraction=0",
                 "eval.batch_divisor=30", "eval.bn_train_mode=true")
     data = build_data(cfg.data, cfg.train.seed)
     model = build_model(cfg.model, data.in_channels)
-    trainer_mod.evaluate_model(model, data.test, cfg, torch.device("cpu"))
+    evaluate_mod.evaluate_model(model, data.test, cfg, torch.device("cpu"))
     assert sizes and all(batch == n // 30 for n, batch in sizes)
     sizes.clear()
-    trainer_mod.evaluate_model(model, data.test, smoke(tmp_path), torch.device("cpu"))
+    evaluate_mod.evaluate_model(model, data.test, smoke(tmp_path), torch.device("cpu"))
     assert all(batch == 512 for _, batch in sizes)
 
 
@@ -160,7 +160,7 @@ def test_every_phase_announces_itself_on_stderr(tmp_path, capsys):
 
 
 def test_evaluation_device_is_the_training_device_only_on_cuda():
-    from dmlkit.engine.trainer import evaluation_device
+    from dmlkit.engine.evaluate import evaluation_device
 
     assert evaluation_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert evaluation_device(torch.device("cpu")) == torch.device("cpu")
@@ -171,11 +171,11 @@ def test_evaluation_keeps_the_embeddings_on_the_evaluation_device(tmp_path, monk
     """evaluate_model asks `evaluation_device` where the embeddings go, extracts them there
     and evaluates them there (on CUDA: the kNN's topk and the torch k-means)."""
     from dmlkit.data.build import build_data
-    from dmlkit.engine import trainer as trainer_mod
+    from dmlkit.engine import evaluate as evaluate_mod
     from dmlkit.models.embedding_model import build_model
 
     asked, outs, got = [], [], []
-    monkeypatch.setattr(trainer_mod, "evaluation_device",
+    monkeypatch.setattr(evaluate_mod, "evaluation_device",
                         lambda device: asked.append(device) or torch.device("meta"))
 
     def extract(model, dataset, batch_size, device, workers, bn_train, advance, out_device):
@@ -186,13 +186,13 @@ def test_evaluation_keeps_the_embeddings_on_the_evaluation_device(tmp_path, monk
         got.append((q.device, ql.device))
         return {"map_at_r": 0.0}
 
-    monkeypatch.setattr(trainer_mod, "extract_sharded", extract)
-    monkeypatch.setattr(trainer_mod, "evaluate", evaluate)
+    monkeypatch.setattr(evaluate_mod, "extract_sharded", extract)
+    monkeypatch.setattr(evaluate_mod, "evaluate", evaluate)
     monkeypatch.setattr(torch, "isfinite", lambda x: torch.ones((), dtype=torch.bool))
     cfg = smoke(tmp_path)
     data = build_data(cfg.data, cfg.train.seed)
     model = build_model(cfg.model, data.in_channels)
-    assert trainer_mod.evaluate_model(model, data.test, cfg, torch.device("cpu")) == {
+    assert evaluate_mod.evaluate_model(model, data.test, cfg, torch.device("cpu")) == {
         "map_at_r": 0.0}
     meta = torch.device("meta")
     assert asked == [torch.device("cpu")] and outs and set(outs) == {meta}

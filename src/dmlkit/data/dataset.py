@@ -70,14 +70,14 @@ class ImageDataset(Dataset):
               generator: torch.Generator | None = None, offset: int = 0,
               total: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images, labels, indices) of samples ``indices`` on ``device``, the images through
-        the batch transform there (``generator``, ``offset``, ``total``: see `BatchTransform`)."""
+        the batch transform there (``generator``, ``offset``, ``total``: see `BatchTransform`).
+        On CUDA the three are copied from pinned memory without waiting for the device."""
         device = torch.device(device)
-        x = self._prepared[indices].contiguous()
+        host = (self._prepared[indices].contiguous(), self.labels[indices], indices)
         if device.type == "cuda":
-            x = x.pin_memory()
-        x = x.to(device, non_blocking=True)
-        return (self.batch_transform(x, generator, offset, total),
-                self.labels[indices].to(device, non_blocking=True), indices.to(device))
+            host = tuple(t.pin_memory() for t in host)
+        x, labels, indices = (t.to(device, non_blocking=True) for t in host)
+        return self.batch_transform(x, generator, offset, total), labels, indices
 
     def __len__(self) -> int:
         return len(self.catalog)

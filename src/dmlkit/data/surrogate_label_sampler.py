@@ -165,6 +165,10 @@ class SurrogateLabelBatchSampler(EpochBatchSampler):
             yield self.local(indices[b])
         self.start_batch = 0
 
+    def global_batch(self, batch_idx: int) -> np.ndarray:
+        """Sample indices of the whole global batch ``batch_idx`` of this epoch."""
+        return self._plan(self.epoch)[0][batch_idx]
+
     def surrogate_labels(self, batch_idx: int) -> torch.Tensor:
         """Surrogate labels (int64, shape (batch_size,)) of batch ``batch_idx`` of this epoch:
         the whole global batch's, also on a `shard`ed sampler (whose slices a method gathers)."""

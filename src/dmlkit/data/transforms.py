@@ -119,6 +119,22 @@ def build_transform(
     return v2.Compose(ops)
 
 
+def split_to_float(transform: Callable | None) -> tuple[Callable, Callable] | None:
+    """``(on_host, on_device)`` of a transform ending in ``ToImage, ToDtype(float32, scale)``
+    and optionally ``Normalize``: ``on_host`` stops at the uint8 image (a quarter of the float32
+    bytes to move between processes and to the device), ``on_device`` turns a uint8 batch into
+    the normalized float32 one (the same values). None for any other transform."""
+    ops = list(getattr(transform, "transforms", []))
+    for i, op in enumerate(ops):
+        if isinstance(op, v2.ToDtype) and op.scale and op.dtype == torch.float32:
+            rest = ops[i + 1:]
+            if i and isinstance(ops[i - 1], v2.ToImage) and all(
+                    isinstance(r, v2.Normalize) for r in rest):
+                return v2.Compose(ops[:i]), v2.Compose(ops[i:])
+            return None
+    return None
+
+
 @dataclass(frozen=True)
 class FirstResize:
     """The resize a transform starts with, ``size`` as torchvision's Resize takes it: ``(s,)``

@@ -1,7 +1,9 @@
 """How many DataLoader worker processes a dataset gets (``data.num_workers``), and their prefetch.
 
-Workers pay off where each sample costs real CPU time (decoding and transforming image files);
-for in-memory datasets their start-up costs more than it saves, so ``auto`` gives them none.
+Workers pay off where each sample costs real CPU time (decoding and transforming image files):
+``auto`` gives such a dataset every core but one (the training process's) of this process's
+share of the machine (docs/input-pipeline.md); for in-memory datasets their start-up costs more
+than it saves, so ``auto`` gives them none.
 """
 
 from __future__ import annotations
@@ -10,21 +12,22 @@ import os
 
 from torch.utils.data import Dataset, Subset
 
-MAX_AUTO_WORKERS = 8
 
+def resolve_workers(setting: int | str, on_disk: bool, cores: int, ranks: int = 1) -> int:
+    """``data.num_workers`` as a number: an int stays; ``auto`` is, for an on-disk dataset, this
+    process's share of the ``cores`` (``ranks`` training processes on the machine) less one for
+    the process itself, at least 1; 0 for an in-memory one.
 
-def resolve_workers(setting: int | str, on_disk: bool, cores: int) -> int:
-    """``data.num_workers`` as a number: an int stays; ``auto`` is ``min(cores, 8)`` for an
-    on-disk dataset and 0 for an in-memory one.
-
-    >>> resolve_workers("auto", True, 16), resolve_workers("auto", True, 2)
-    (8, 2)
+    >>> resolve_workers("auto", True, 16), resolve_workers("auto", True, 16, ranks=2)
+    (15, 7)
+    >>> resolve_workers("auto", True, 2), resolve_workers("auto", True, 1)
+    (1, 1)
     >>> resolve_workers("auto", False, 16), resolve_workers(3, False, 16)
     (0, 3)
     """
     if setting != "auto":
         return int(setting)
-    return min(cores, MAX_AUTO_WORKERS) if on_disk else 0
+    return max(1, cores // max(ranks, 1) - 1) if on_disk else 0
 
 
 def available_cores() -> int:
@@ -32,6 +35,11 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def local_ranks() -> int:
+    """Training processes sharing this machine (torchrun's ``LOCAL_WORLD_SIZE``; else 1)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def on_disk(dataset: Dataset) -> bool:
@@ -43,7 +51,7 @@ def on_disk(dataset: Dataset) -> bool:
 
 def loader_workers(setting: int | str, dataset: Dataset) -> int:
     """`resolve_workers` for ``dataset`` on this machine."""
-    return resolve_workers(setting, on_disk(dataset), available_cores())
+    return resolve_workers(setting, on_disk(dataset), available_cores(), local_ranks())
 
 
 def prefetch_factor(workers: int) -> int | None:

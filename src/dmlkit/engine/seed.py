@@ -19,11 +19,12 @@ def seed_everything(seed: int, deterministic: bool | None = True,
     """Seed Python, NumPy and torch, and choose the kernels (docs/distributed.md).
 
     ``deterministic`` None (``train.deterministic`` unset): True on the CPU, False on CUDA.
-    True on the CPU: deterministic algorithms, warning where an op has none. True on CUDA:
-    strictly deterministic (an op without a deterministic kernel raises, naming it), with
-    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set when unset (cuBLAS needs it) and cudnn.benchmark
-    off. False on CUDA: cudnn.benchmark on (the fastest convolution kernels, not bitwise
-    reproducible).
+    True: deterministic kernels wherever torch has one, a warning naming an op that has none
+    (it runs nondeterministically; dmlkit's backbones have none: their global average pooling
+    is a mean, `dmlkit.models.backbones.GlobalAvgPool`). On CUDA also cuDNN's deterministic
+    convolutions, cudnn.benchmark off and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` when unset
+    (cuBLAS needs it), at a speed cost (docs/gpu.md). False on CUDA: cudnn.benchmark on (the
+    fastest convolution kernels, not bitwise reproducible).
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -33,7 +34,8 @@ def seed_everything(seed: int, deterministic: bool | None = True,
         deterministic = not cuda
     if deterministic and cuda:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(deterministic, warn_only=not cuda)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = cuda and deterministic
     torch.backends.cudnn.benchmark = cuda and not deterministic
 
 
@@ -82,14 +84,15 @@ def rng_state(cuda_ranks: list | None = None, device: torch.device | str | None 
 
 
 def set_rng_state(state: dict, rank: int = 0, device: torch.device | str | None = None) -> None:
-    """Restore what `rng_state` returned; CUDA ``device`` gets ``cuda_ranks[rank]`` (kept as
-    seeded where the state has no entry for ``rank``: resumed on more ranks). Checkpoints
-    before per-rank states hold ``cuda``, every device's state of rank 0: restored only in a
-    single process with as many devices."""
+    """Restore what `rng_state` returned; CUDA ``device`` gets ``cuda_ranks[rank]``, or rank
+    0's where the state has no entry for ``rank`` (resumed on more ranks: every rank then
+    draws what rank 0 draws, as the ranks of the saved run did). Checkpoints before per-rank
+    states hold ``cuda``, every device's state of rank 0: restored only in a single process
+    with as many devices."""
     torch.set_rng_state(state["torch"])
     ranks = state.get("cuda_ranks")
-    if _is_cuda(device) and ranks and rank < len(ranks):
-        torch.cuda.set_rng_state(ranks[rank], device)
+    if _is_cuda(device) and ranks:
+        torch.cuda.set_rng_state(ranks[rank] if rank < len(ranks) else ranks[0], device)
     old = state.get("cuda") or []
     if (ranks is None and old and rank == 0 and torch.cuda.is_available()
             and len(old) == torch.cuda.device_count()):

@@ -4,7 +4,8 @@
 (proxies, per-class margins); their parameters are then collected by the method into the
 optimizer (``loss.parameters()``). Miner names starting with ``dmlkit:`` are dmlkit's own
 (``dmlkit:DistanceWeightedMiner``: one negative per anchor-positive pair or per anchor, with
-per-anchor normalization; see ``dmlkit.miners.distance_weighted``).
+per-anchor normalization; see ``dmlkit.miners.distance_weighted``). PML's reducers and miners
+that read the device are swapped for `dmlkit.losses.sync_free`'s equivalents.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from dmlkit.config import LossConfig
 from dmlkit.errors import ConfigError
+from dmlkit.losses.sync_free import sync_free
 from dmlkit.miners.distance_weighted import DistanceWeightedMiner
 
 
@@ -70,7 +72,7 @@ def build_loss(cfg: LossConfig, num_classes: int, embedding_size: int) -> nn.Mod
         params["distance"] = distance
     if cfg.reducer is not None:
         params["reducer"] = _instantiate("reducer", REDUCERS, cfg.reducer, {})
-    return _instantiate("loss", LOSSES, cfg.name, params)
+    return sync_free(_instantiate("loss", LOSSES, cfg.name, params))
 
 
 def build_miner(cfg: LossConfig):
@@ -83,4 +85,4 @@ def build_miner(cfg: LossConfig):
     distance = build_distance(cfg.distance, cfg.distance_params)
     if distance is not None and "distance" not in params:
         params["distance"] = distance
-    return _instantiate("miner", MINERS, cfg.miner, params)
+    return sync_free(_instantiate("miner", MINERS, cfg.miner, params))

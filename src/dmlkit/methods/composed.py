@@ -78,7 +78,7 @@ class ComposedMethod(Method):
         else:
             samplers = super().batch_samplers(labels, cfg)
         if self.sharing is not None:
-            samplers["shared"] = self.sharing.shared_batch_sampler(len(labels), cfg)
+            samplers["shared"] = self.sharing.shared_batch_sampler(labels, cfg)
         return samplers
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:

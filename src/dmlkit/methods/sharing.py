@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,7 +27,7 @@ from dmlkit.data.surrogate_label_sampler import SurrogateLabelBatchSampler
 from dmlkit.losses.by_name import build_loss
 from dmlkit.losses.decorrelation import DecorrelationLoss
 from dmlkit.methods.base import Batch
-from dmlkit.miners.distance_weighted import DistanceWeightedMiner
+from dmlkit.miners.distance_weighted import DistanceWeightedMiner, usable_anchors
 
 
 class SharingPart(nn.Module):
@@ -41,11 +42,15 @@ class SharingPart(nn.Module):
         )
         self.decorrelation = DecorrelationLoss(class_dim, cfg.shared_dim, cfg.regressor_hidden)
         self.shared_sampler: SurrogateLabelBatchSampler | None = None
+        self.train_labels: np.ndarray | None = None
 
-    def shared_batch_sampler(self, num_images: int, cfg: TrainConfig) -> SurrogateLabelBatchSampler:
-        """The shared stream: random images, a surrogate label per block of ``m_per_class``."""
+    def shared_batch_sampler(self, labels: np.ndarray,
+                             cfg: TrainConfig) -> SurrogateLabelBatchSampler:
+        """The shared stream over the training set of classes ``labels``: random images, a
+        surrogate label per block of ``m_per_class``."""
+        self.train_labels = np.asarray(labels)
         self.shared_sampler = SurrogateLabelBatchSampler(
-            num_images, cfg.batch_size, cfg.m_per_class, self.cfg.num_surrogate_labels, cfg.seed
+            len(labels), cfg.batch_size, cfg.m_per_class, self.cfg.num_surrogate_labels, cfg.seed
         )
         return self.shared_sampler
 
@@ -78,15 +83,21 @@ class SharingPart(nn.Module):
         """Shared step's named losses; ``extra(heads) -> (logged, term)`` adds other parts'
         terms on this batch's gathered heads (e.g. MDR on the shared head)."""
         images, labels, _ = batch
-        surrogate = self.shared_sampler.surrogate_labels(iteration).to(images.device)  # global
+        device = images.device
+        surrogate = self.shared_sampler.surrogate_labels(iteration)  # global, on the host
+        # the usable anchors are a function of the labels, known here: no read of the device
+        true = self.train_labels[self.shared_sampler.global_batch(iteration)]
+        anchors = torch.from_numpy(usable_anchors(surrogate.numpy(), true))
+        surrogate = surrogate.to(device, non_blocking=True)
         out = model.embed_heads(images)
         heads = {"embedding": gather(out["embedding"]), "shared": gather(out["shared"])}
         phi_s = heads["shared"]
-        tuples = self.shared_miner(phi_s, surrogate, exclude_labels=gather(labels))
+        tuples = self.shared_miner(phi_s, surrogate, exclude_labels=gather(labels),
+                                   anchors=anchors.to(device, non_blocking=True))
         shared_loss = self.shared_loss(phi_s, surrogate, tuples)
         dec = self.decorrelation(heads["embedding"], phi_s)
-        logged = {"shared_loss": shared_loss, "decorrelation_shared": dec,
-                  "shared_triplets": torch.tensor(float(len(tuples[0])))}
+        logged = {"shared_loss": shared_loss, "decorrelation_shared": dec,  # on the device
+                  "shared_triplets": torch.full((), float(len(anchors)), device=device)}
         loss = shared_loss + self.cfg.decorrelation_weight * dec
         if extra is not None:
             more, term = extra(heads)

@@ -14,6 +14,7 @@ over its valid negatives. Each anchor-positive pair gets one negative.
 
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,14 +97,22 @@ class DistanceWeightedMiner(nn.Module):
             return weights / total.clamp(min=torch.finfo(weights.dtype).tiny)
 
     def mine(
-        self, embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None = None
+        self, embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None = None,
+        anchors: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Anchor, positive and negative indices; negatives differ in labels and exclude_labels."""
+        """Anchor, positive and negative indices; negatives differ in labels and exclude_labels.
+
+        ``anchors`` (``positives="one"`` only): the usable anchors, from `usable_anchors` on
+        the host; without it they are found on the device (one read of the device)."""
         with torch.no_grad():
             probs = self.negative_probabilities(embeddings, labels, exclude_labels)
             labels = labels.to(embeddings.device)
             same = labels[:, None] == labels[None, :]
             same.fill_diagonal_(False)
+            if anchors is not None and self.positives == "one":
+                anchors = anchors.to(embeddings.device)
+                positives = _draw(same[anchors].float(), self.generator)
+                return anchors, positives, _draw(probs[anchors], self.generator)
             usable = same.any(dim=1) & (probs.sum(dim=1) > 0)
             if self.positives == "all":
                 anchors, positives = (same & usable[:, None]).nonzero(as_tuple=True)
@@ -113,10 +122,29 @@ class DistanceWeightedMiner(nn.Module):
             return anchors, positives, _draw(probs[anchors], self.generator)
 
     def forward(
-        self, embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None = None
+        self, embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None = None,
+        anchors: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Same as :meth:`mine`."""
-        return self.mine(embeddings, labels, exclude_labels)
+        return self.mine(embeddings, labels, exclude_labels, anchors)
+
+
+def usable_anchors(labels: np.ndarray, exclude_labels: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the anchors with a positive (same label) and a valid negative (different
+    label and exclude-label): a function of the labels alone (a negative cut by the distance
+    cutoffs falls back to uniform), so computed on the host where the labels are known there.
+
+    >>> usable_anchors(np.array([0, 0, 1, 2])).tolist()
+    [0, 1]
+    """
+    labels = np.asarray(labels)
+    same = labels[:, None] == labels[None, :]
+    np.fill_diagonal(same, False)
+    valid = ~(labels[:, None] == labels[None, :])
+    if exclude_labels is not None:
+        exclude_labels = np.asarray(exclude_labels)
+        valid &= exclude_labels[:, None] != exclude_labels[None, :]
+    return np.flatnonzero(same.any(axis=1) & valid.any(axis=1))
 
 
 def _valid_negatives(embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None) -> Tensor:
@@ -138,7 +166,11 @@ def _valid_negatives(embeddings: Tensor, labels: Tensor, exclude_labels: Tensor 
 
 
 def _draw(weights: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One column index per row of ``weights`` (rows must have a positive sum)."""
+    """One column index per row of ``weights``. A row without a positive finite weight (from
+    non-finite embeddings, whose step is skipped) draws uniformly: checked on the device, as
+    CUDA's multinomial cannot report it."""
     if weights.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=weights.device)
+    weights = weights.nan_to_num(0.0, 0.0, 0.0).clamp(min=0)
+    weights = torch.where(weights.sum(dim=1, keepdim=True) > 0, weights, 1.0)
     return torch.multinomial(weights, 1, generator=generator).flatten()

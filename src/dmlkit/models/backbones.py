@@ -19,6 +19,14 @@ from dmlkit.errors import ConfigError
 from dmlkit.models.bn_inception import bn_inception
 
 
+class GlobalAvgPool(nn.Module):
+    """``x.mean((2, 3), keepdim=True)``: ``nn.AdaptiveAvgPool2d(1)`` with a deterministic CUDA
+    backward (AdaptiveAvgPool2d's accumulates atomically: ``train.deterministic`` would warn)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU blocks (32, 64, 128 channels) with max-pooling, global average pool."""
 
@@ -32,7 +40,7 @@ class SmallCNN(nn.Module):
             if i < 2:
                 layers.append(nn.MaxPool2d(2))
             c = out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(*layers, GlobalAvgPool(), nn.Flatten())
         self.feature_dim = c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +83,7 @@ def _torchvision_resnet(
         net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         if pretrained:
             net.conv1.weight.data = w.repeat(1, in_channels, 1, 1) / in_channels
+    net.avgpool = GlobalAvgPool()  # no parameters: pretrained weights load as they are
     feature_dim = net.fc.in_features
     net.fc = nn.Identity()
     net.feature_dim = feature_dim

@@ -15,8 +15,8 @@ from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.data.download import file_digest
 from dmlkit.data.transforms import build_transform
+from dmlkit.engine.evaluate import evaluate_model
 from dmlkit.engine.seed import resolve_device
-from dmlkit.engine.trainer import evaluate_model
 from dmlkit.errors import CheckpointError
 from dmlkit.models.embedding_model import EmbeddingModel
 from dmlkit.models.run_model import load_run_model
