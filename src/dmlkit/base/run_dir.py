@@ -24,6 +24,7 @@ from typing import Literal
 
 from dmlkit import config as config_mod
 from dmlkit.base.atomic_write import atomic_write_bytes
+from dmlkit.base.secrets import mask_secrets
 from dmlkit.config import Config
 from dmlkit.errors import CheckpointError
 
@@ -33,7 +34,8 @@ PACKAGES = ("dmlkit", "torch", "torchvision", "timm", "pytorch-metric-learning",
 
 
 def environment(seed: int) -> dict:
-    """Package versions, Python, platform, hardware and process count of this process."""
+    """Package versions, Python, platform, hardware and process count of this process (the
+    command line with its passwords masked: `mask_secrets`)."""
     import torch  # here only: reading a run directory stays light (no torch)
 
     from dmlkit.base import process_group
@@ -52,7 +54,7 @@ def environment(seed: int) -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "world_size": process_group.info().world_size,
         "packages": versions,
-        "command": sys.argv,
+        "command": [mask_secrets(a) for a in sys.argv],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -102,16 +104,21 @@ class RunDir:
 
     @classmethod
     def create(cls, cfg: Config) -> RunDir:
-        """A new run directory in state ``running``; an existing run is never reused
-        (``name-2``, ``name-3``...)."""
+        """A new run directory in state ``running``; an existing directory is never reused
+        (``name-2``, ``name-3``...). ``mkdir`` (which fails on an existing directory) is the
+        claim: two processes creating the same name at once get different directories."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = cfg.run.name or f"{cfg.data.name}-{cfg.method.label}-{stamp}"
         root = Path(cfg.run.root)
+        root.mkdir(parents=True, exist_ok=True)
         path, n = root / name, 1
-        while (path / "config.yaml").exists():
-            n += 1
-            path = root / f"{name}-{n}"
-        path.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                path = root / f"{name}-{n}"
         run = cls(path)
         run.write_config(cfg)
         run.write_json("env.json", environment(cfg.train.seed))
