@@ -38,7 +38,7 @@ def test_other_tags_are_one_line_errors(tmp_path, value):
 
 
 def test_non_string_keys_are_refused():
-    with pytest.raises(ConfigError, match="key 1 under 'data.options' is not a string"):
+    with pytest.raises(ConfigError, match=r"key 1 under 'data\.options' is not a string"):
         safe_yaml.load("data: {options: {1: a}}", "c.yaml")
 
 
@@ -71,6 +71,6 @@ def test_seed_and_dataset_options_are_checked_in_one_line():
         config_mod.load("digits-smoke", ["train.seed=-1"])
     from dmlkit.data.registry import load_catalog
 
-    with pytest.raises(ConfigError, match="dataset digits has no option 'classes' "
+    with pytest.raises(ConfigError, match=r"dataset digits has no option 'classes' "
                                           r"\(its options: seed, test_fraction\)"):
         load_catalog("digits", classes=1)
