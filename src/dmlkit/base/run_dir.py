@@ -96,6 +96,11 @@ def json_safe(x):
     return x
 
 
+def _json_blob(data: dict) -> bytes:
+    """``data`` as indented JSON (`json_safe`: no NaN or inf)."""
+    return json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False).encode()
+
+
 class RunDir:
     """Paths and writers of ``runs/<name>/``."""
 
@@ -134,12 +139,26 @@ class RunDir:
         return config_mod.load(str(self.config_path))
 
     def set_state(self, state: State, message: str = "") -> None:
-        """Record the run's state (with this process's id and host while ``running``)."""
+        """Record the run's state (with this process's id and host while ``running``).
+
+        Written atomically; where that fails (a full disk has no block for the temp file) the
+        state is written over the old ``state.json`` in place, in the block it already has.
+        If that fails too, the atomic write's error is raised."""
         if state == "running" and not message:
             message = f"process {os.getpid()} on {platform.node()}"
-        self.write_json(STATE_FILE, {"state": state, "message": message, "pid": os.getpid(),
-                                     "host": platform.node(),
-                                     "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        data = {"state": state, "message": message, "pid": os.getpid(),
+                "host": platform.node(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            self.write_json(STATE_FILE, data)
+        except OSError as err:
+            try:
+                with open(self.path / STATE_FILE, "r+b") as f:
+                    f.write(_json_blob(data))
+                    f.truncate()
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                raise err from None
 
     def state(self) -> RunState:
         """The run's state (see the module doc for runs without a state file)."""
@@ -165,8 +184,7 @@ class RunDir:
         return self.path / "checkpoints"
 
     def write_json(self, name: str, data: dict) -> None:
-        blob = json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False)
-        atomic_write_bytes(self.path / name, blob.encode())
+        atomic_write_bytes(self.path / name, _json_blob(data))
 
     def read_json(self, name: str) -> dict:
         return json.loads((self.path / name).read_text())
