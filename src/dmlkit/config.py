@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dmlkit.base import safe_yaml
 from dmlkit.errors import ConfigError
 
 
@@ -305,7 +306,7 @@ class TrainConfig(Section):
     )
     batches_per_epoch: int | None = Field(None, ge=1)
     eval_every: int = Field(1, ge=0, description="validate every N epochs (0: never)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="0 <= seed < 2**32 (NumPy's range)")
     device: str = "auto"
     deterministic: bool | None = Field(
         None, description="deterministic kernels (unset: on for the CPU, off for CUDA); an op "
@@ -470,7 +471,7 @@ def preset_description(name: str) -> str:
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_yaml.load(text, source) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -518,7 +519,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set expects key=value, got {item!r}")
     key, value = item.split("=", 1)
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = safe_yaml.load(value, f"--set {item}") if value.strip() else None
     except yaml.YAMLError:
         parsed = value
     # YAML 1.1 reads "1e-3" as a string: accept it as the float the user meant.

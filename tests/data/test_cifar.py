@@ -143,13 +143,28 @@ def test_jpeg_folder_decoded_and_cached(tmp_path, monkeypatch):
     paths = [folder / s / c / f"{j:04d}.jpg" for s in ("train", "test")
              for c in ("airplane", "cat", "truck") for j in range(3)]
     np.testing.assert_array_equal(cat.images, _decode(paths))
-    assert len(list(folder.glob(".dmlkit-decoded-*.npy"))) == 1
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == sorted(
+        p.name for p in paths)  # nothing written into the dataset
+    assert len(list((tmp_path / "cache" / "decoded").glob("cifar10-jpeg-*.npy"))) == 1
+
+    real = cifar.decode_images
 
     def fail(*args, **kwargs):
         raise AssertionError("decoded again instead of using the cache")
 
     monkeypatch.setattr(cifar, "decode_images", fail)
-    np.testing.assert_array_equal(load_cifar10_jpeg(folder).images, cat.images)
+    again = load_cifar10_jpeg(folder, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(again.images, cat.images)
+
+    # issue 30, item 3: an image rewritten with the same byte size is decoded again
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(paths[0], quality=95)
+    size = paths[0].stat().st_size
+    Image.fromarray(np.full((32, 32, 3), 20, np.uint8)).save(paths[0], quality=95)
+    assert paths[0].stat().st_size == size  # precondition: same size, other pixels
+    monkeypatch.setattr(cifar, "decode_images", real)
+    fresh = load_cifar10_jpeg(folder, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(fresh.images, _decode(paths))
+    assert abs(int(fresh.images[0].mean()) - 20) <= 2
 
 
 def test_jpeg_max_per_class_and_env(tmp_path, monkeypatch):
@@ -162,12 +177,18 @@ def test_jpeg_max_per_class_and_env(tmp_path, monkeypatch):
     )
 
 
-def test_jpeg_read_only_folder_caches_elsewhere(tmp_path, monkeypatch):
+def test_jpeg_read_only_folder_is_read_only_fine(tmp_path):
     folder = _jpeg_folder(tmp_path / "jpeg")
-    monkeypatch.setattr(cifar.os, "access", lambda path, mode: False)
-    load_cifar10_jpeg(folder, cache_dir=tmp_path / "cache")
-    assert not list(folder.glob(".dmlkit-decoded-*"))
-    assert len(list((tmp_path / "cache").glob(".dmlkit-decoded-*.npy"))) == 1
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o555)
+    try:
+        load_cifar10_jpeg(folder, cache_dir=tmp_path / "cache")
+    finally:
+        for p in [folder, *folder.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o755)
+    assert len(list((tmp_path / "cache" / "decoded").glob("cifar10-jpeg-*.npy"))) == 1
 
 
 def test_jpeg_archive_extracted_once(tmp_path, monkeypatch):
@@ -227,7 +248,7 @@ def test_jpeg_cache_announced_once_and_moved_by_env(tmp_path, monkeypatch, capsy
     monkeypatch.setenv(cifar.CACHE_ENV, str(cache))
     load_cifar10_jpeg(archive)
     (extracted,) = cache.glob("cifar10-jpeg-*")
-    (decoded,) = extracted.glob(".dmlkit-decoded-*.npy")
+    (decoded,) = (cache / "decoded").glob("cifar10-jpeg-*.npy")
     err = capsys.readouterr().err
     assert err.splitlines() == [
         f"unpacking {archive} into {extracted} (once) ...",

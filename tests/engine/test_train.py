@@ -11,7 +11,7 @@ from dmlkit.base.run_dir import RunDir
 from dmlkit.cli.app import app
 from dmlkit.engine.train import resumed_config, train
 from dmlkit.engine.trainer import Trainer
-from dmlkit.errors import ConfigError, TrainingError
+from dmlkit.errors import CheckpointError, ConfigError, TrainingError
 
 
 def smoke(tmp_path, *overrides):
@@ -127,3 +127,55 @@ def test_a_diverged_model_is_named_as_such(tmp_path):
         train(smoke(tmp_path, "run.name=div", "train.skip_nonfinite=true", "optim.lr=1e30",
                     "train.epochs=1"))
     assert RunDir(tmp_path / "div").state().state == "failed"
+
+
+def _disk_full_after_creation(monkeypatch, in_place_too=False):
+    """Every atomic write after the run directory exists fails with ENOSPC (no block for the
+    temp file); with ``in_place_too`` overwriting state.json fails as well."""
+    import builtins
+    import errno
+    import tempfile
+
+    from dmlkit.base import atomic_write
+
+    full, create, real_mkstemp, real_open = [False], RunDir.create.__func__, tempfile.mkstemp, open
+
+    def mkstemp(*args, **kwargs):
+        if full[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_mkstemp(*args, **kwargs)
+
+    def creating(cls, cfg):
+        run = create(cls, cfg)
+        full[0] = True
+        return run
+
+    def opening(file, mode="r", *args, **kwargs):
+        if in_place_too and full[0] and mode == "r+b":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(atomic_write.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(RunDir, "create", classmethod(creating))
+    monkeypatch.setattr(builtins, "open", opening)
+
+
+def test_full_disk_reports_the_first_error_and_the_run_ends_failed(tmp_path, monkeypatch):
+    """Issue 30, item 7: the first failed write (the best weights) is the error raised, not
+    state.json's; state.json says failed (written in place)."""
+    _disk_full_after_creation(monkeypatch)
+    with pytest.raises(CheckpointError, match="No space left on device") as e:
+        train(smoke(tmp_path, "run.name=full"))
+    assert "state.json" not in str(e.value) and "best.safetensors" in str(e.value)
+    state = RunDir(tmp_path / "full").state()
+    assert state.state == "failed" and "best.safetensors" in state.message
+
+
+def test_full_disk_without_room_for_the_state_says_why(tmp_path, monkeypatch, capsys):
+    _disk_full_after_creation(monkeypatch, in_place_too=True)
+    with pytest.raises(CheckpointError, match=r"best\.safetensors: No space left on device"):
+        train(smoke(tmp_path, "run.name=full"))
+    assert RunDir(tmp_path / "full").state().state == "running"
+    err = capsys.readouterr().err
+    assert "state.json still says running: cannot record 'failed'" in err
+    assert "No space left on device" in err

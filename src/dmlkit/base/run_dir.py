@@ -24,6 +24,7 @@ from typing import Literal
 
 from dmlkit import config as config_mod
 from dmlkit.base.atomic_write import atomic_write_bytes
+from dmlkit.base.secrets import mask_secrets
 from dmlkit.config import Config
 from dmlkit.errors import CheckpointError
 
@@ -33,7 +34,8 @@ PACKAGES = ("dmlkit", "torch", "torchvision", "timm", "pytorch-metric-learning",
 
 
 def environment(seed: int) -> dict:
-    """Package versions, Python, platform, hardware and process count of this process."""
+    """Package versions, Python, platform, hardware and process count of this process (the
+    command line with its passwords masked: `mask_secrets`)."""
     import torch  # here only: reading a run directory stays light (no torch)
 
     from dmlkit.base import process_group
@@ -52,7 +54,7 @@ def environment(seed: int) -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "world_size": process_group.info().world_size,
         "packages": versions,
-        "command": sys.argv,
+        "command": [mask_secrets(a) for a in sys.argv],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -94,6 +96,11 @@ def json_safe(x):
     return x
 
 
+def _json_blob(data: dict) -> bytes:
+    """``data`` as indented JSON (`json_safe`: no NaN or inf)."""
+    return json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False).encode()
+
+
 class RunDir:
     """Paths and writers of ``runs/<name>/``."""
 
@@ -102,16 +109,21 @@ class RunDir:
 
     @classmethod
     def create(cls, cfg: Config) -> RunDir:
-        """A new run directory in state ``running``; an existing run is never reused
-        (``name-2``, ``name-3``...)."""
+        """A new run directory in state ``running``; an existing directory is never reused
+        (``name-2``, ``name-3``...). ``mkdir`` (which fails on an existing directory) is the
+        claim: two processes creating the same name at once get different directories."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = cfg.run.name or f"{cfg.data.name}-{cfg.method.label}-{stamp}"
         root = Path(cfg.run.root)
+        root.mkdir(parents=True, exist_ok=True)
         path, n = root / name, 1
-        while (path / "config.yaml").exists():
-            n += 1
-            path = root / f"{name}-{n}"
-        path.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                path = root / f"{name}-{n}"
         run = cls(path)
         run.write_config(cfg)
         run.write_json("env.json", environment(cfg.train.seed))
@@ -127,12 +139,26 @@ class RunDir:
         return config_mod.load(str(self.config_path))
 
     def set_state(self, state: State, message: str = "") -> None:
-        """Record the run's state (with this process's id and host while ``running``)."""
+        """Record the run's state (with this process's id and host while ``running``).
+
+        Written atomically; where that fails (a full disk has no block for the temp file) the
+        state is written over the old ``state.json`` in place, in the block it already has.
+        If that fails too, the atomic write's error is raised."""
         if state == "running" and not message:
             message = f"process {os.getpid()} on {platform.node()}"
-        self.write_json(STATE_FILE, {"state": state, "message": message, "pid": os.getpid(),
-                                     "host": platform.node(),
-                                     "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        data = {"state": state, "message": message, "pid": os.getpid(),
+                "host": platform.node(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            self.write_json(STATE_FILE, data)
+        except OSError as err:
+            try:
+                with open(self.path / STATE_FILE, "r+b") as f:
+                    f.write(_json_blob(data))
+                    f.truncate()
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                raise err from None
 
     def state(self) -> RunState:
         """The run's state (see the module doc for runs without a state file)."""
@@ -158,8 +184,7 @@ class RunDir:
         return self.path / "checkpoints"
 
     def write_json(self, name: str, data: dict) -> None:
-        blob = json.dumps(json_safe(data), indent=2, sort_keys=False, allow_nan=False)
-        atomic_write_bytes(self.path / name, blob.encode())
+        atomic_write_bytes(self.path / name, _json_blob(data))
 
     def read_json(self, name: str) -> dict:
         return json.loads((self.path / name).read_text())

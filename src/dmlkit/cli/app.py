@@ -32,9 +32,11 @@ INTERRUPTED = 130  # 128 + SIGINT
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
-    """One line on stderr, then exit ``code``; ``error:`` before it unless a signal stopped
-    the command (codes 128 + signal number)."""
-    err_console.print(("[red]error:[/red] " if code < 128 else "") + escape(message))
+    """One line on stderr (passwords masked), then exit ``code``; ``error:`` before it unless
+    a signal stopped the command (codes 128 + signal number)."""
+    from dmlkit.base.secrets import mask_secrets
+
+    err_console.print(("[red]error:[/red] " if code < 128 else "") + escape(mask_secrets(message)))
     sys.exit(code)
 
 

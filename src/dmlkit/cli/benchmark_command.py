@@ -30,6 +30,7 @@ def benchmark(
     Re-running continues: finished trials and finished fold runs are reused.
     """
     from dmlkit.base import process_group
+    from dmlkit.base.secrets import mask_secrets
     from dmlkit.engine.interrupt import TrainingInterrupted
     from dmlkit.errors import ConfigError
     from dmlkit.protocol.benchmark import RESULTS, run_benchmark
@@ -50,14 +51,14 @@ def benchmark(
         signum = getattr(e, "signum", signal.SIGINT)
         again = " ".join(["dmlkit benchmark", config,
                           *([] if stage == "all" else ["--stage", stage]),
-                          *([] if storage is None else ["--storage", storage]),
+                          *([] if storage is None else ["--storage", mask_secrets(storage)]),
                           *([] if worker == 0 else ["--worker", str(worker)]),
                           *([] if output is None else ["--output", str(output)]),
                           *(["--json"] if as_json else [])])
         raise TrainingInterrupted(
             f"stopped by {signal.Signals(signum).name}; finished trials and runs are kept and "
             f"a cut run resumes from its checkpoint: continue with: {again}", signum) from None
-    studies = storage or bench.storage_url
+    studies = mask_secrets(storage or bench.storage_url)
     if stage == "search":
         if as_json:
             emit({"benchmark": bench.name, "stage": stage, "storage": studies})

@@ -210,13 +210,15 @@ def _extracted(source: Path, cache_dir: Path) -> Path:
 
 
 def _cached_decode(paths: list[Path], folder: Path, cache_dir: Path, workers: int | None):
-    """``decode_images(paths)``, cached as .npy next to the images (or in ``cache_dir`` when that
-    folder is read-only) under a hash of the file list and sizes."""
+    """``decode_images(paths)``, cached as .npy under ``cache_dir/decoded`` (never in the
+    dataset's folder), keyed by a hash of each file's relative name, size, modification time
+    (ns) and inode: a file rewritten (even with the same size) or replaced gets a new key."""
     start = len(str(folder)) + 1  # the paths lie below folder: hash their relative names
-    listing = "\n".join(f"{str(p)[start:]} {os.path.getsize(p)}" for p in paths)
+    stats = ((str(p)[start:], os.stat(p)) for p in paths)
+    listing = "\n".join(f"{name} {s.st_size} {s.st_mtime_ns} {s.st_ino}" for name, s in stats)
     key = hashlib.sha256(listing.encode()).hexdigest()[:16]
-    home = folder if os.access(folder, os.W_OK) else cache_dir
-    cache = home / f".dmlkit-decoded-{key}.npy"
+    home = cache_dir / "decoded"
+    cache = home / f"cifar10-jpeg-{key}.npy"
     if cache.is_file():
         try:
             images = np.load(cache)

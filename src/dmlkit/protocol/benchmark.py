@@ -11,7 +11,8 @@
 Every run directory is named by its fold and a hash of its configuration
 (``<output>/<method>/fold<k>-<hash>``): a run whose ``metrics.json`` exists is reused
 (a resumed study, or the final seed 0, which is the best trial's own runs), and a run that
-was cut short resumes from its last checkpoint.
+was cut short resumes from its last checkpoint. Search workers that draw the same parameters
+share the run: one trains it, the others wait for it and reuse its score (`run_or_reuse`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import optuna
 from rich.console import Console
 
 from dmlkit import config as config_mod
+from dmlkit.base.file_lock import file_lock
 from dmlkit.base.files import save_weights
-from dmlkit.base.run_dir import RunDir, environment
+from dmlkit.base.run_dir import STATE_FILE, RunDir, environment
+from dmlkit.base.secrets import mask_secrets
 from dmlkit.config import Config, dotted
 from dmlkit.engine.train import train
 from dmlkit.errors import ConfigError, TrainingError
@@ -92,23 +95,41 @@ def check_search_keys(bench: BenchmarkConfig) -> None:
                 raise ConfigError(f"benchmark method {method}, {where}: {e}") from None
 
 
-def run_or_reuse(cfg: Config, console: Console | None = None) -> RunDir:
-    """The finished run of ``cfg``: reused if done, resumed if cut short, else trained."""
+RUNNING_POLL_S = 5.0
+
+
+def run_or_reuse(cfg: Config, console: Console | None = None,
+                 trained: list[bool] | None = None) -> RunDir:
+    """The finished run of ``cfg``: reused if done, resumed if cut short, else trained.
+
+    Every process that wants the run takes its lock (``<root>/.<name>.lock``) first: workers
+    that reach the same configuration train it once, the others wait for it and reuse it (a run
+    still ``running`` under a process whose lock is not visible here, e.g. on another host, is
+    waited for too). ``trained`` (if given) gets whether this call trained.
+    """
     path = Path(cfg.run.root) / cfg.run.name
-    if (path / "metrics.json").is_file():
-        return RunDir(path)
-    if (path / "config.yaml").is_file():
-        return train(None, resume=path, console=console)
-    return train(cfg, console=console)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        while (path / STATE_FILE).is_file() and RunDir(path).state().state == "running":
+            time.sleep(RUNNING_POLL_S)
+        reused = (path / "metrics.json").is_file()
+        if reused:
+            run = RunDir(path)
+        elif (path / "config.yaml").is_file():
+            run = train(None, resume=path, console=console)
+        else:
+            run = train(cfg, console=console)
+    if trained is not None:
+        trained.append(not reused)
+    return run
 
 
 def fold_run(cfg: Config, label: str, progress: BenchmarkProgress,
              console: Console | None = None) -> RunDir:
     """`run_or_reuse`, counted in ``progress``."""
-    reused = (Path(cfg.run.root) / cfg.run.name / "metrics.json").is_file()
+    trained: list[bool] = []
     t0 = time.perf_counter()
-    run = run_or_reuse(cfg, console)
-    progress.run_done(label, time.perf_counter() - t0, not reused)
+    run = run_or_reuse(cfg, console, trained)
+    progress.run_done(label, time.perf_counter() - t0, trained[0])
     return run
 
 
@@ -254,7 +275,7 @@ def run_benchmark(
                              "final": final_method(bench, name, study, console, progress)}
         if stage == "search":
             return out
-        results = {"benchmark": bench.model_dump(mode="json"),
+        results = {"benchmark": json.loads(mask_secrets(bench.model_dump_json())),
                    "environment": environment(bench.seed), "methods": methods}
         results_path.write_text(json.dumps(results, indent=2))
     if not results_path.is_file():

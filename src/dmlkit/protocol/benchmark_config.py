@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dmlkit.base import safe_yaml
 from dmlkit.config import format_validation_error
 from dmlkit.errors import ConfigError
 from dmlkit.protocol.search import GRACE_S, HEARTBEAT_S, ParamSpec
@@ -114,7 +115,7 @@ def load_benchmark_config(name_or_path: str) -> BenchmarkConfig:
                               f"{', '.join(benchmark_names())}")
         text = res.read_text()
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text, name_or_path)
     except yaml.YAMLError as e:
         raise ConfigError(f"{name_or_path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

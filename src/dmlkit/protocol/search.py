@@ -20,7 +20,6 @@ and a study stored in a database so that it can be interrupted, resumed and shar
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import threading
 import time
@@ -37,6 +36,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from dmlkit.base.file_lock import file_lock
+from dmlkit.base.secrets import mask_secrets
 from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.errors import ConfigError, TrainingError
 
@@ -167,11 +168,12 @@ def open_study(
                 break
             except SQLAlchemyError as e:  # once: workers that create a new database together
                 if attempt:
-                    raise ConfigError(f"cannot open the study storage {storage!r}: "
-                                      f"{str(e).splitlines()[0]}") from None
+                    raise ConfigError(f"cannot open the study storage {mask_secrets(storage)!r}: "
+                                      f"{mask_secrets(str(e).splitlines()[0])}") from None
                 time.sleep(1.0)
             except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
-                raise ConfigError(f"cannot open the study storage {storage!r}: {e}") from None
+                raise ConfigError(f"cannot open the study storage {mask_secrets(storage)!r}: "
+                                  f"{mask_secrets(str(e))}") from None
     pruner = (optuna.pruners.NopPruner() if prune_after is None
               else optuna.pruners.MedianPruner(n_startup_trials=prune_after))
     study = optuna.create_study(storage=store, study_name=name, direction="maximize",
@@ -215,12 +217,8 @@ def storage_lock(study: optuna.Study) -> Iterator[None]:
         if not database or database == ":memory:":
             yield
             return
-        with open(Path(database).with_name(Path(database).name + ".lock"), "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with file_lock(Path(database).with_name(Path(database).name + ".lock")):
+            yield
         return
     if dialect not in ("postgresql", "mysql"):
         yield
