@@ -36,7 +36,7 @@ def test_train_prints_untrained_and_trained(tmp_path):
     (["train", "digits-smoke", "--set", "data.name=nope"], "unknown dataset 'nope'"),
     (["train", "digits-smoke", "--set", "data.name=mnist", "--set", "data.root=/nonexistent"],
      "does not exist"),
-    (["evaluate", "/nonexistent-run"], "not a run directory"),
+    (["evaluate", "/nonexistent-run"], "/nonexistent-run does not exist"),
 ])
 def test_user_errors_are_one_line(args, message, tmp_path):
     res = run_cli(*args, cwd=tmp_path)

@@ -143,10 +143,7 @@ def train(
     ``torchrun --nproc-per-node N -m dmlkit train ...`` yourself is the same (and multi-node).
     """
     from dmlkit import config as config_mod
-    from dmlkit.base import process_group
-    from dmlkit.cli.tables import print_metrics
-    from dmlkit.data.epoch_sampler import check_shardable
-    from dmlkit.engine.train import resumed_config
+    from dmlkit.engine.preflight import check_new_run, resumed_config
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
@@ -155,8 +152,10 @@ def train(
                           "(--set train.epochs=N may extend it)")
     cfg = (resumed_config(resume, set_ or []) if resume is not None
            else config_mod.load(config, set_ or []))
+    check_new_run(cfg, devices)  # before torch is imported and before the run directory
+    from dmlkit.base import process_group
+    from dmlkit.cli.tables import print_metrics
     if devices > 1 and not process_group.launched():
-        check_shardable(cfg.train.batch_size, devices)
         from dmlkit.engine.train import check_ranks
 
         check_ranks(cfg, devices)  # before any process starts

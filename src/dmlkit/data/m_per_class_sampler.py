@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from dmlkit.data.epoch_sampler import EpochBatchSampler
-from dmlkit.errors import ConfigError, DataError
+from dmlkit.data.epoch_sampler import EpochBatchSampler, check_blocks
+from dmlkit.errors import DataError
 
 
 class MPerClassBatchSampler(EpochBatchSampler):
@@ -36,8 +36,7 @@ class MPerClassBatchSampler(EpochBatchSampler):
         world_size: int = 1,
     ) -> None:
         self.labels = np.asarray(labels)
-        if batch_size % m:
-            raise ConfigError(f"batch_size {batch_size} must be a multiple of m_per_class {m}")
+        check_blocks(batch_size, m, ("batch_size ", "m_per_class "))
         classes, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
         usable = counts >= 2 if m >= 2 else counts >= 1
         self.skipped_classes = classes[~usable]
