@@ -483,17 +483,18 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{yaml_error_place(source, e)}: not valid YAML: "
-                          f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
+        raise yaml_error(source, e) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a YAML mapping")
     return data
 
 
-def yaml_error_place(source: str, err: yaml.YAMLError) -> str:
-    """``source:LINE:COLUMN`` (1-based) of a YAML syntax error, ``source`` if it has no place."""
+def yaml_error(source: str, err: yaml.YAMLError) -> ConfigError:
+    """One line for a YAML syntax error: ``source:LINE:COLUMN: not valid YAML: PROBLEM``."""
     mark = getattr(err, "problem_mark", None)
-    return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    place = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ConfigError(f"{place}: not valid YAML: {problem}")
 
 
 def load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
