@@ -29,6 +29,7 @@ from dmlkit.errors import ConfigError, DmlkitError
 _state = {"debug": False}
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT
+LONG_EVALUATION = 10**9  # query x reference pairs from which evaluate-embeddings shows progress
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
@@ -220,9 +221,10 @@ def evaluate_embeddings(
     if query is not None:
         gallery = extra.get("is_gallery", ~query)
         emb, y, ref, ref_y = emb[query], y[query], emb[gallery], y[gallery]
+    long = len(emb) * len(emb if ref is None else ref) >= LONG_EVALUATION
     result = evaluate(emb, y, ref, ref_y, recall_ks=tuple(recall_k or (1, 2, 4, 8)),
                       map_at_k=map_at_k, distance=distance, normalize=normalize,
-                      per_class=per_class)
+                      per_class=per_class, progress=f"scoring {file.name}" if long else None)
     by_class = result.pop("per_class", {})
     if as_json:
         emit({"file": str(file), "queries": len(emb), "metrics": result,
