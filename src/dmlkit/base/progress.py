@@ -31,7 +31,18 @@ from rich.progress import (
 # sys.stderr is looked up at every write, so captured or redirected stderr is honoured
 _console = Console(stderr=True, highlight=False, soft_wrap=True)
 MIN_SECONDS = 1.0  # on a terminal, shorter phases leave no line behind
-INTERVAL = float(os.environ.get("DMLKIT_PROGRESS_SECONDS", "20"))  # off a terminal
+
+
+def _interval(default: float = 20.0) -> float:
+    """``DMLKIT_PROGRESS_SECONDS`` if it is a positive number, else ``default``."""
+    try:
+        seconds = float(os.environ.get("DMLKIT_PROGRESS_SECONDS", default))
+    except ValueError:
+        return default
+    return seconds if seconds > 0 else default
+
+
+INTERVAL = _interval()  # seconds between lines off a terminal
 
 
 def _active(enabled: bool) -> bool:
