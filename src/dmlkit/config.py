@@ -414,14 +414,17 @@ def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a mistyped ``word``, else ``""``.
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean 'PREFIXx'?)`` for the closest of ``choices`` to a mistyped ``word``,
+    else ``""``.
 
-    >>> did_you_mean("epoch", ["epochs", "seed"])
-    " (did you mean 'epochs'?)"
+    >>> did_you_mean("epoch", ["epochs", "seed"], "train.")
+    " (did you mean 'train.epochs'?)"
+    >>> did_you_mean("zzz", ["epochs", "seed"])
+    ''
     """
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 def _known_keys(loc: tuple) -> list[str]:
@@ -442,9 +445,10 @@ def format_validation_error(err: ValidationError) -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "<root>"
     if e["type"] == "extra_forbidden":
-        section = tuple(e["loc"][:-1])
-        known = [".".join(map(str, (*section, k))) for k in _known_keys(section)]
-        return f"config: unknown key '{key}'" + did_you_mean(key, known)
+        *section, name = map(str, e["loc"])
+        prefix = "".join(f"{s}." for s in section)
+        return (f"config: unknown key '{key}'"
+                + did_you_mean(name, _known_keys(tuple(section)), prefix))
     return f"config: '{key}': {e['msg']} (got {e.get('input')!r})"
 
 

@@ -72,6 +72,6 @@ def test_preset_typo_suggests_one_preset():
     ("train.zzz=1", "unknown key 'train.zzz'"),
 ])
 def test_unknown_keys_suggest_the_closest(override, suggestion):
-    with pytest.raises(ConfigError, match=suggestion.replace("(", r"\(").replace(")", r"\)")
-                       .replace("?", r"\?")):
+    with pytest.raises(ConfigError) as err:
         config.load("digits-smoke", [override])
+    assert str(err.value).endswith(suggestion)
