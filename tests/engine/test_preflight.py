@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from dmlkit import config
-from dmlkit.engine.preflight import check_new_run
-from dmlkit.errors import ConfigError
+from dmlkit.engine.preflight import check_new_run, resumed_config
+from dmlkit.errors import CheckpointError, ConfigError
 
 # the CLI in a fresh interpreter; afterwards: whether torch was imported, and the error line
 PROBE = """
@@ -75,3 +75,17 @@ def test_unknown_keys_suggest_the_closest(override, suggestion):
     with pytest.raises(ConfigError) as err:
         config.load("digits-smoke", [override])
     assert str(err.value).endswith(suggestion)
+
+
+def test_resume_names_what_to_give_instead(tmp_path):
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}")
+    with pytest.raises(CheckpointError) as err:
+        resumed_config(run / "config.yaml")
+    assert str(err.value) == f"{run / 'config.yaml'} is a run's config file: give its run " \
+                             f"directory, {run}"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resumed_config(tmp_path / "nothing")
+    with pytest.raises(CheckpointError, match=r"is not a run directory \(it has no config.yaml"):
+        resumed_config(tmp_path)
