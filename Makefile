@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-slow test-kernels test-oldest install clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "installing into $(VENV)/: PyTorch from PyPI brings its CUDA libraries on Linux (about 6 GB)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, at the constraints' versions, so no later step can pull another (multi-GB) build
@@ -24,6 +25,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/dmlkit train fashion-mnist-demo --set run.name=demo
+	@echo "next: source $(VENV)/bin/activate (or call $(BIN)/dmlkit), then dmlkit --help"
 
 # the suite without its long end-to-end tests (marked slow: kill/resume, several workers and
 # ranks, tracking round trips); test-slow runs those

@@ -30,6 +30,10 @@ COMMANDS = [
     ["trian"],  # a usage error
     ["train", "digits-smoke", "--epochs", "3"],  # a usage error
     ["evaluate", "/nonexistent-run"],  # a user error
+    # config errors: checked before torch is imported (engine/preflight.py)
+    ["train", "digits-smoke", "--set", "train.epochs=0"],
+    ["train", "digits-smoke", "--set", "train.batch_size=7"],
+    ["train", "digits-smoke", "--set", "train.epoch=1"],
 ]
 
 
@@ -47,10 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = [("python -c pass", [sys.executable, "-c", "pass"])]
     rows += [("dmlkit " + " ".join(c), [sys.executable, "-m", "dmlkit", *c]) for c in COMMANDS]
-    print(f"{'command':<45} {'best s':>7} {'median s':>9}")
+    print(f"{'command':<56} {'best s':>7} {'median s':>9}")
     for name, argv in rows:
         times = [seconds(argv) for _ in range(args.repeats)]
-        print(f"{name:<45} {min(times):>7.2f} {statistics.median(times):>9.2f}")
+        print(f"{name:<56} {min(times):>7.2f} {statistics.median(times):>9.2f}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ Unknown keys and wrong types are rejected with a one-line ConfigError naming the
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -430,11 +432,41 @@ def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """`` (did you mean 'PREFIXx'?)`` for the closest of ``choices`` to a mistyped ``word``,
+    else ``""``.
+
+    >>> did_you_mean("epoch", ["epochs", "seed"], "train.")
+    " (did you mean 'train.epochs'?)"
+    >>> did_you_mean("zzz", ["epochs", "seed"])
+    ''
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The keys the config section at ``loc`` (a pydantic error location) accepts."""
+    model: Any = Config
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = fields[part].annotation
+        # ``X | None``: the model inside
+        model = next((a for a in getattr(model, "__args__", ()) if hasattr(a, "model_fields")),
+                     model)
+    return list(getattr(model, "model_fields", {}))
+
+
 def format_validation_error(err: ValidationError) -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "<root>"
     if e["type"] == "extra_forbidden":
-        return f"config: unknown key '{key}'"
+        *section, name = map(str, e["loc"])
+        prefix = "".join(f"{s}." for s in section)
+        return (f"config: unknown key '{key}'"
+                + did_you_mean(name, _known_keys(tuple(section)), prefix))
     return f"config: '{key}': {e['msg']} (got {e.get('input')!r})"
 
 
@@ -473,10 +505,18 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = safe_yaml.load(text, source) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise yaml_error(source, e) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a YAML mapping")
     return data
+
+
+def yaml_error(source: str, err: yaml.YAMLError) -> ConfigError:
+    """One line for a YAML syntax error: ``source:LINE:COLUMN: not valid YAML: PROBLEM``."""
+    mark = getattr(err, "problem_mark", None)
+    place = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ConfigError(f"{place}: not valid YAML: {problem}")
 
 
 def load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -491,9 +531,9 @@ def load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if not res.is_file():
             if path.is_file():
                 raise ConfigError(f"{path} is not a YAML config (.yaml or .yml)")
-            raise ConfigError(
-                f"no preset or config file {name_or_path!r}; presets: {', '.join(preset_names())}"
-            )
+            raise ConfigError(f"no preset or config file {name_or_path!r}"
+                              f"{did_you_mean(name_or_path, preset_names())}; 'dmlkit presets' "
+                              "lists the presets")
         data = _read_yaml(res.read_text(), f"preset {name_or_path}")
     data.pop("description", None)  # a one-line summary (``dmlkit presets``), not a setting
     parent = data.pop("extends", None)

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -36,7 +37,7 @@ def test_train_prints_untrained_and_trained(tmp_path):
     (["train", "digits-smoke", "--set", "data.name=nope"], "unknown dataset 'nope'"),
     (["train", "digits-smoke", "--set", "data.name=mnist", "--set", "data.root=/nonexistent"],
      "does not exist"),
-    (["evaluate", "/nonexistent-run"], "not a run directory"),
+    (["evaluate", "/nonexistent-run"], "/nonexistent-run does not exist"),
 ])
 def test_user_errors_are_one_line(args, message, tmp_path):
     res = run_cli(*args, cwd=tmp_path)
@@ -125,3 +126,19 @@ def test_presets_have_a_description_each():
         assert description and "\n" not in description
         assert any(line.split() == [name, *description.split()]
                    for line in res.output.splitlines()), name
+
+
+@pytest.mark.parametrize("command", sorted(app.registered_commands and
+                                           [c.name or c.callback.__name__.replace("_", "-")
+                                            for c in app.registered_commands]))
+def test_help_is_plain_sentences_and_labels_in_words(command):
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "120"})
+    assert res.exit_code == 0, res.output
+    assert "``" not in res.output  # no RST markup
+    assert not re.search(r"<(str|int|bool|path|float|list\[\w+\])", res.output, re.I), res.output
+
+
+def test_datasets_describe_names_its_own_option(tmp_path):
+    res = CliRunner().invoke(app, ["datasets", "--describe", "cifar10", "--root",
+                                   str(tmp_path / "none")])
+    assert res.exit_code == 2 and "--root" in res.output and "data.root" not in res.output

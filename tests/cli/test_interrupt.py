@@ -82,7 +82,8 @@ def test_ctrl_c_while_train_loads_data(tmp_path):
 
 def test_ctrl_c_while_evaluate_loads_data(tmp_path):
     res = CliRunner().invoke(app, ["train", "digits-smoke", "--set", f"run.root={tmp_path}",
-                                   "--set", "run.name=r", "--set", "train.epochs=0",
+                                   "--set", "run.name=r", "--set", "train.epochs=1",
+                                   "--set", "train.batches_per_epoch=1",
                                    "--set", "eval.evaluate_untrained=false"])
     assert res.exit_code == 0, res.output
     fifo = folder_with_fifo(tmp_path / "images")

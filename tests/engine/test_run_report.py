@@ -1,6 +1,8 @@
 from dmlkit import config
+from dmlkit.engine.run_report import distinct_series, write_run_report
 from dmlkit.engine.train import train
 from dmlkit.protocol.aggregate import mean_ci
+from run_fixtures import fake_run
 
 
 def test_mdr_run_report_plots_levels(tmp_path):
@@ -29,3 +31,19 @@ def test_mean_ci_matches_t_interval():
     m, h = mean_ci([0.2, 0.4, 0.6, 0.8])
     assert abs(m - 0.5) < 1e-12 and abs(h - 0.41078) < 1e-4
     assert mean_ci([0.3]) == (0.3, 0.0)
+
+
+def test_every_run_writes_an_html_report_beside_the_markdown(tmp_path):
+    run = fake_run(tmp_path / "r")
+    write_run_report(run)
+    page = (run / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 1 and "<td>final</td>" in page
+    assert "<td>0.5000</td>" in page and "http" not in page
+    assert "![losses](losses.png)" in (run / "report.md").read_text()
+
+
+def test_identical_series_are_drawn_once():
+    assert list(distinct_series({"train_loss": [1.0, float("nan")],
+                                 "train_triplet": [1.0, float("nan")],
+                                 "train_mdr": [1.0, 2.0]})) == [
+        "train_loss = train_triplet", "train_mdr"]

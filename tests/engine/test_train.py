@@ -74,7 +74,8 @@ def test_failed_run_state_and_message(tmp_path, monkeypatch):
                                    f"{tmp_path / 'bad'}, or start a new run"]
     monkeypatch.undo()
     res = CliRunner().invoke(app, ["train", "digits-smoke", "--set", f"run.root={tmp_path}",
-                                   "--set", "run.name=bad", "--set", "train.epochs=0"])
+                                   "--set", "run.name=bad", "--set", "train.epochs=1",
+                                   "--set", "train.batches_per_epoch=1"])
     assert res.exit_code == 0  # the name is taken: said when the run directory is created
     assert f"run directory: {tmp_path / 'bad-2'} ({tmp_path / 'bad'} exists: failed)" in res.output
 

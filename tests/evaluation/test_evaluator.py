@@ -263,3 +263,13 @@ def test_invalid_options(kwargs: dict, message: str) -> None:
 def test_cuda_matches_cpu() -> None:
     x, y = _data("ties", 12)
     assert evaluate(torch.from_numpy(x).cuda(), y) == evaluate(x, y)
+
+
+def test_progress_names_the_neighbour_search_and_the_k_means(capsys):
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    quiet = evaluate(x, torch.arange(40) % 4)
+    assert capsys.readouterr().err == ""
+    shown = evaluate(x, torch.arange(40) % 4, progress="scoring e.npz")
+    assert shown == quiet
+    assert capsys.readouterr().err == ("scoring e.npz: nearest neighbours (40) ...\n"
+                                       "scoring e.npz: k-means (nmi, ami) ...\n")

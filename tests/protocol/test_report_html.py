@@ -20,9 +20,13 @@ from dmlkit import config
 from dmlkit.base.files import save_weights
 from dmlkit.base.run_dir import environment
 from dmlkit.data.build import build_data
+from dmlkit.engine.run_report import write_run_report
 from dmlkit.protocol.benchmark_config import BenchmarkConfig
 from dmlkit.protocol.final import EMBEDDINGS, summarize
 from dmlkit.protocol.report import write_report
+from dmlkit.serve.gallery_html import search_page
+from dmlkit.serve.index import Hit
+from run_fixtures import fake_run
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
                  if p), None)
@@ -94,18 +98,30 @@ IMAGES_JS = """JSON.stringify(Array.from(document.images).map(
     i => ({complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})))"""
 
 
-def browser_check(path, user_dir):
-    """Load ``path``; return (problems, images, screenshot as an RGB array)."""
+LAYOUT_JS = """JSON.stringify({scroll: document.documentElement.scrollWidth,
+    window: window.innerWidth})"""
+WIDTH = 1280  # a laptop window: no page may scroll sideways at this width
+
+
+def browser_check(path, user_dir, layout=None):
+    """Load ``path`` in a WIDTH px wide window; return (problems, images, screenshot as an
+    RGB array); with ``layout`` (a dict) also fill in the page's scroll width and the
+    window's width."""
     dt = DevTools(user_dir)
     try:
         target = dt.send("Target.createTarget", url="about:blank")["targetId"]
         session = dt.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             dt.send(f"{domain}.enable", session)
+        dt.send("Emulation.setDeviceMetricsOverride", session, width=WIDTH, height=900,
+                deviceScaleFactor=1, mobile=False)
         dt.send("Page.navigate", session, url=path.resolve().as_uri())
         dt.wait_for("Page.loadEventFired")
         images = json.loads(dt.send("Runtime.evaluate", session, expression=IMAGES_JS,
                                     returnByValue=True)["result"]["value"])
+        if layout is not None:
+            layout.update(json.loads(dt.send("Runtime.evaluate", session, expression=LAYOUT_JS,
+                                             returnByValue=True)["result"]["value"]))
         shot = dt.send("Page.captureScreenshot", session, format="png",
                        captureBeyondViewport=True)["data"]
     finally:
@@ -184,8 +200,10 @@ def test_report_contents_mark_the_best_method(tmp_path):
 @needs_browser
 def test_report_loads_cleanly_and_renders_in_a_browser(tmp_path):
     _, page = write_report(tmp_path / "report", fake_results(tmp_path))
-    problems, images, pixels = browser_check(page, tmp_path / "profile")
+    layout = {}
+    problems, images, pixels = browser_check(page, tmp_path / "profile", layout)
     assert problems == []
+    assert layout["scroll"] <= layout["window"] <= WIDTH and pixels.shape[1] <= WIDTH
     assert len(images) == 4
     assert all(i["complete"] and i["width"] > 100 and i["height"] > 100 for i in images)
     assert pixels.shape[0] > 900  # the whole page, beyond the first screen
@@ -203,3 +221,31 @@ def test_browser_check_catches_errors_and_broken_images(tmp_path):
     assert any("nope" in p for p in problems)
     assert any("missing.png" in p or "ERR_FILE_NOT_FOUND" in p for p in problems)
     assert images == [{"complete": True, "width": 0, "height": 0}]
+
+
+@needs_browser
+def test_a_run_report_renders_without_sideways_scroll(tmp_path):
+    run = fake_run(tmp_path / "run")
+    write_run_report(run)
+    layout = {}
+    problems, images, pixels = browser_check(run / "report.html", tmp_path / "profile", layout)
+    assert problems == [] and len(images) == 1
+    assert images[0]["complete"] and images[0]["width"] > 300
+    assert layout["scroll"] <= layout["window"] <= WIDTH and pixels.shape[1] <= WIDTH
+    assert (pixels < 200).mean() > 0.005  # not blank
+
+
+@needs_browser
+def test_a_search_gallery_wraps_its_hits_within_the_window(tmp_path):
+    for r in range(12):
+        Image.new("L", (28, 28), 20 * r).save(tmp_path / f"{r}.png")
+    hits = [[Hit(r, r, f"{r}.png", "3", 0.3326 + r) for r in range(1, 12)]]
+    page = tmp_path / "gallery.html"
+    page.write_text(search_page([tmp_path / "0.png"], hits, tmp_path, "distance",
+                                query_labels=["3"]))
+    layout = {}
+    problems, images, pixels = browser_check(page, tmp_path / "profile", layout)
+    assert problems == [] and len(images) == 12 and all(i["complete"] for i in images)
+    assert layout["scroll"] <= layout["window"] <= WIDTH and pixels.shape[1] <= WIDTH
+    # 12 figures of 136 px do not fit in one 1280 px row: the grid wrapped to a second row
+    assert pixels.shape[0] > 2 * 128

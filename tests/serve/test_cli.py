@@ -53,6 +53,8 @@ def test_search_finds_the_query_itself_and_writes_html(flat_index, digits_folder
     assert f"3/{query.name}" in first and "0.0000" in first and "│ 3 " in first
     page = (tmp_path / "s.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # the query and its 3 neighbours
+    assert '<span class="">query</span> <span class="">[3]</span>' in page  # its class folder
+    assert '<figure class="same">' in page  # the query itself, found in its class
 
 
 @pytest.mark.parametrize("kind,extra", [("ivf", ["--nlist", 4, "--nprobe", 2]),

@@ -53,3 +53,10 @@ def test_expand_image_args(tmp_path):
     assert expand_image_args([a, tmp_path / "folder"]) == [a, b]
     with pytest.raises(DataError, match="does not exist"):
         expand_image_args([tmp_path / "missing.png"])
+
+
+def test_query_folders_list_in_numeric_order(tmp_path):
+    for n in (0, 1, 2, 10, 11):
+        Image.new("L", (4, 4)).save(tmp_path / f"{n}.png")
+    assert [p.name for p in expand_image_args([tmp_path])] == [
+        "0.png", "1.png", "2.png", "10.png", "11.png"]

@@ -215,10 +215,21 @@ def open_run(path: Path, what: str | None = None) -> RunDir:
     command that needs it) if the run did not finish (`require_finished`)."""
     run = RunDir(Path(path))
     if not run.config_path.is_file():
-        raise CheckpointError(f"{path} is not a run directory (no config.yaml)")
+        raise CheckpointError(_not_a_run(Path(path)))
     if what is not None:
         require_finished(run, what)
     return run
+
+
+def _not_a_run(path: Path) -> str:
+    """Why ``path`` is no run directory, and what to give instead where that is clear."""
+    if path.is_file() and path.name == "config.yaml":
+        return f"{path} is a run's config file: give its run directory, {path.parent}"
+    if path.is_file():
+        return f"{path} is a file, not a run directory (runs/NAME)"
+    if not path.exists():
+        return f"{path} does not exist (a run directory is runs/NAME)"
+    return f"{path} is not a run directory (it has no config.yaml)"
 
 
 def require_finished(run: RunDir, what: str) -> None:

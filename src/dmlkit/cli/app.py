@@ -24,11 +24,17 @@ from typer.core import TyperGroup
 from dmlkit.cli.consoles import console, err_console
 from dmlkit.cli.json_output import JsonOpt, emit, report_console
 from dmlkit.cli.serve_commands import register as register_serve_commands
-from dmlkit.errors import ConfigError, DmlkitError
+from dmlkit.errors import ConfigError, DataError, DmlkitError
 
 _state = {"debug": False}
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT
+# help labels of options whose name alone says too little (others: the option in capitals)
+LABELS = {"set_": "KEY=VALUE", "devices": "N", "recall_k": "K", "map_at_k": "K", "k": "K",
+          "batch_size": "N", "worker": "N", "resume": "RUN_DIR", "run": "RUN_DIR",
+          "html": "FILE", "labels": "FILE", "describe": "NAME", "root": "DIR", "output": "DIR",
+          "storage": "URL", "out": "FILE", "name": "NAME", "format_": "FORMAT"}
+LONG_EVALUATION = 10**9  # query x reference pairs from which evaluate-embeddings shows progress
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
@@ -58,9 +64,30 @@ def _usage_hint(err: typer.TyperException) -> str:
     return f" (see '{ctx.command_path} --help')"
 
 
+def plain_labels(command: Any, ctx: Any) -> Any:
+    """``command`` with help labels in words: ``--set KEY=VALUE``, ``--devices N``, no label
+    on flags, ``CONFIG`` for an argument, named once (typer's own labels are ``<list[str]>``,
+    ``<bool>``...)."""
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if param is None or param.metavar is not None:
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: None  # the name column says it
+        elif getattr(param, "is_flag", False):
+            param.metavar = ""
+        else:
+            param.metavar = LABELS.get(param.name, param.name.upper())
+    return command
+
+
 class DmlkitGroup(TyperGroup):
     """The ``dmlkit`` group: runs a command and turns every way it can end into an exit
     status with at most one line of explanation (see the module doc)."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else plain_labels(command, ctx)
 
     def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
@@ -139,16 +166,13 @@ def train(
         min=1, help="processes on this machine (torchrun; one per GPU, gloo on CPU)")] = 1,
     as_json: JsonOpt = False,
 ):
-    """Train a model; writes runs/<name>/ and prints the test metrics (untrained vs trained).
+    """Train a model; writes runs/NAME/ and prints the test metrics (untrained vs trained).
 
-    ``--devices N`` starts N processes through torchrun (docs/distributed.md); launching
-    ``torchrun --nproc-per-node N -m dmlkit train ...`` yourself is the same (and multi-node).
+    --devices N starts N processes through torchrun (docs/distributed.md); launching
+    torchrun --nproc-per-node N -m dmlkit train ... yourself is the same (and multi-node).
     """
     from dmlkit import config as config_mod
-    from dmlkit.base import process_group
-    from dmlkit.cli.tables import print_metrics
-    from dmlkit.data.epoch_sampler import check_shardable
-    from dmlkit.engine.train import resumed_config
+    from dmlkit.engine.preflight import check_new_run, resumed_config
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
@@ -157,8 +181,10 @@ def train(
                           "(--set train.epochs=N may extend it)")
     cfg = (resumed_config(resume, set_ or []) if resume is not None
            else config_mod.load(config, set_ or []))
+    check_new_run(cfg, devices)  # before torch is imported and before the run directory
+    from dmlkit.base import process_group
+    from dmlkit.cli.tables import print_metrics
     if devices > 1 and not process_group.launched():
-        check_shardable(cfg.train.batch_size, devices)
         from dmlkit.engine.train import check_ranks
 
         check_ranks(cfg, devices)  # before any process starts
@@ -211,8 +237,8 @@ def evaluate_embeddings(
 ):
     """Score saved embeddings (any model's) with the retrieval metrics of docs/metrics.md.
 
-    With ``is_query``/``is_gallery`` flags in the file, queries are searched in the gallery;
-    otherwise every item is a query against all others (compared to self).
+    With is_query and is_gallery flags in the file, queries are searched in the gallery;
+    otherwise every item is a query against all the others.
     """
     from dmlkit.cli.tables import print_metrics
     from dmlkit.evaluation import evaluate, load_embeddings
@@ -223,9 +249,10 @@ def evaluate_embeddings(
     if query is not None:
         gallery = extra.get("is_gallery", ~query)
         emb, y, ref, ref_y = emb[query], y[query], emb[gallery], y[gallery]
+    long = len(emb) * len(emb if ref is None else ref) >= LONG_EVALUATION
     result = evaluate(emb, y, ref, ref_y, recall_ks=tuple(recall_k or (1, 2, 4, 8)),
                       map_at_k=map_at_k, distance=distance, normalize=normalize,
-                      per_class=per_class)
+                      per_class=per_class, progress=f"scoring {file.name}" if long else None)
     by_class = result.pop("per_class", {})
     if as_json:
         emit({"file": str(file), "queries": len(emb), "metrics": result,
@@ -309,7 +336,11 @@ def datasets(
     from dmlkit.data.registry import DATASETS, availability, load_catalog
 
     if describe:
-        cat = load_catalog(describe, root)
+        try:
+            cat = load_catalog(describe, root)
+        except DataError as e:  # the data layer names config keys; here they are options
+            raise DataError(str(e).replace("data.root", "--root").replace(
+                "data.download=true", "dmlkit train ... --set data.download=true")) from None
         try:
             from dmlkit.data.describe import describe_catalog
             summary = describe_catalog(cat)

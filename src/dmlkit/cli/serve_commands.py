@@ -128,8 +128,10 @@ def search(
     paths = expand_image_args(queries)
     hits = gallery.hits(loaded.embed(paths, batch_size, resolve_device(device), 0, progress), k)
     if html is not None:
+        classes = set(gallery.meta.class_names.values())  # a query's folder may be one
         page = search_page(paths, hits, Path(gallery.meta.root), gallery.score_name,
-                           f"dmlkit search: {index_file.name}")
+                           f"dmlkit search: {index_file.name}",
+                           [q.parent.name if q.parent.name in classes else None for q in paths])
         atomic_write_bytes(html, page.encode("utf-8"))
     if as_json:
         emit({"index": str(index_file), "score": gallery.score_name, "k": k,

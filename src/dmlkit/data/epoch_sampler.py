@@ -21,6 +21,17 @@ def check_shardable(batch_size: int, world_size: int) -> None:
                           "ranks: every rank takes an equal slice")
 
 
+def check_blocks(batch_size: int, m: int, names: tuple[str, str] = ("batch_size ", "m ")) -> None:
+    """ConfigError unless a batch of ``batch_size`` images splits into blocks of ``m`` (classes
+    x M images, or surrogate-label blocks); ``names``: how the message introduces the two
+    numbers (``"batch_size "``, ``"train.batch_size="``)."""
+    if batch_size % m:
+        below = batch_size - batch_size % m
+        sizes = f"{below} or {below + m}" if below else str(m)
+        raise ConfigError(f"{names[0]}{batch_size} is not a multiple of {names[1]}{m} (a batch "
+                          f"is blocks of {m} images): use e.g. {names[0]}{sizes}")
+
+
 class EpochBatchSampler:
     """Base of the batch samplers: ``epoch``, ``start_batch``, ``set_epoch`` and ``shard``."""
 

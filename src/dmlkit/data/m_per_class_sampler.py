@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from dmlkit.data.epoch_sampler import EpochBatchSampler
+from dmlkit.data.epoch_sampler import EpochBatchSampler, check_blocks
 from dmlkit.errors import ConfigError, DataError
 
 
@@ -54,9 +54,8 @@ class MPerClassBatchSampler(EpochBatchSampler):
         if small_classes == "all" and batch_size > len(self.labels):
             raise DataError(f"a batch of {batch_size} images, but the training set has "
                             f"{len(self.labels)}: lower train.batch_size")
-        if small_classes == "replace" and batch_size % m:
-            raise ConfigError(f"batch_size {batch_size} must be a multiple of m_per_class {m} "
-                              "(or train.small_classes: all)")
+        if small_classes == "replace":  # (small_classes "all" cuts the last class short)
+            check_blocks(batch_size, m, ("batch_size ", "m_per_class "))
         classes, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
         usable = counts >= 2 if m >= 2 and small_classes == "replace" else counts >= 1
         self.skipped_classes = classes[~usable]

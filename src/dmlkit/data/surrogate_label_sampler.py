@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from dmlkit.data.epoch_sampler import EpochBatchSampler
+from dmlkit.data.epoch_sampler import EpochBatchSampler, check_blocks
 from dmlkit.errors import CheckpointError, ConfigError
 
 
@@ -84,12 +84,7 @@ class SurrogateLabelBatchSampler(EpochBatchSampler):
                 f"batch_size {batch_size} is smaller than one surrogate-label block of m={m}: "
                 f"raise batch_size to a multiple of {m} or lower m"
             )
-        if batch_size % m:
-            below = batch_size - batch_size % m
-            raise ConfigError(
-                f"batch_size {batch_size} is not a multiple of the block size m={m}: "
-                f"use e.g. batch_size {below} or {below + m}"
-            )
+        check_blocks(batch_size, m, ("batch_size ", "the block size m="))
         if num_surrogate_labels < 3:
             raise ConfigError(
                 f"num_surrogate_labels={num_surrogate_labels}: need >= 3 so that each block's "

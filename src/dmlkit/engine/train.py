@@ -10,7 +10,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dmlkit import config as config_mod
 from dmlkit.base import process_group
 from dmlkit.base.files import first_line
 from dmlkit.base.progress import phase
@@ -20,6 +19,7 @@ from dmlkit.data.build import DataBundle, build_data
 from dmlkit.engine import distributed
 from dmlkit.engine.feature_cache import use_feature_cache
 from dmlkit.engine.interrupt import TrainingInterrupted
+from dmlkit.engine.preflight import check_new_run, resumed_config
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
 from dmlkit.errors import CheckpointError, ConfigError
@@ -27,36 +27,6 @@ from dmlkit.methods.base import Method
 from dmlkit.methods.build import build_method
 from dmlkit.models.embedding_model import EmbeddingModel, build_model
 from dmlkit.models.run_model import method_heads
-
-
-def resumed_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
-    """The config a resumed run continues with: the run's own, where ``overrides`` may only
-    raise ``train.epochs`` (to train longer), and only under a learning-rate schedule that
-    does not depend on it (``none``, ``plateau``): anything else would make the run a different
-    experiment than its config.yaml says. ConfigError (one line) otherwise."""
-    run = RunDir(Path(run_dir))
-    if not run.config_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = run.read_config()
-    epochs = cfg.train.epochs
-    for item in overrides or []:
-        keys, value = config_mod.parse_override(item)
-        if keys != ["train", "epochs"]:
-            raise ConfigError(f"--resume continues {run_dir} with its own config: --set "
-                              f"{'.'.join(keys)} cannot change (only train.epochs can be raised, "
-                              "to train longer); start a new run instead")
-        epochs = value
-    if epochs == cfg.train.epochs:
-        return cfg
-    if not isinstance(epochs, int) or epochs < cfg.train.epochs:
-        raise ConfigError(f"--resume: train.epochs={epochs!r}: a run can only be extended "
-                          f"beyond its {cfg.train.epochs} epochs")
-    if cfg.optim.schedule not in ("none", "plateau"):
-        raise ConfigError(f"--resume: {run_dir}'s {cfg.optim.schedule} learning-rate schedule is "
-                          f"fixed to its {cfg.train.epochs} epochs; start a new run to train "
-                          "longer")
-    cfg.train.epochs = epochs
-    return cfg
 
 
 def train(cfg: Config | None, resume: Path | None = None, console: Console | None = None,
@@ -75,17 +45,23 @@ def train(cfg: Config | None, resume: Path | None = None, console: Console | Non
 
     Started by torchrun (``WORLD_SIZE`` > 1), the process joins the group (NCCL on CUDA, gloo
     on CPU) and trains its share of every global batch; rank 0 creates the run directory.
+
+    The checks of the config (`check_new_run`) and of the data (building the batch samplers)
+    run before the run directory is created: a run that cannot train leaves none behind.
     """
     if resume is not None:
         cfg = cfg or resumed_config(Path(resume))
     elif cfg is None:
         raise ConfigError("train needs a config or a run directory to resume")
-    check_ranks(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    check_new_run(cfg, world_size)
+    check_ranks(cfg, world_size)
     if process_group.launched():
         place, device = distributed.init_from_env(cfg.train.device)
     else:
         place, device = process_group.info(), resolve_device(cfg.train.device)
     data, method, model = build_components(cfg)
+    method.batch_samplers(data.splits.train.labels, cfg.train)  # checks the data; nothing kept
     if resume is None:
         created = str(RunDir.create(cfg).path) if place.is_main else None
         run = RunDir(Path(process_group.broadcast_object(created)))

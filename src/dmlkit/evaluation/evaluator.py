@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dmlkit.base.progress import bar, phase
 from dmlkit.errors import ConfigError, EvaluationError
 from dmlkit.evaluation import metrics as M
 from dmlkit.evaluation.classification import CLASSIFICATION_METRICS, classification_scores
@@ -98,6 +99,7 @@ class Evaluator:
         device: str | torch.device | None = None,
         memory_budget_mb: float | None = None,
         workers: int | None = None,
+        progress: str | None = None,
     ) -> None:
         check_distance(distance)
         names = list(METRICS if metrics is None else metrics)
@@ -131,6 +133,7 @@ class Evaluator:
         self.device = None if device is None else torch.device(device)
         self.memory_budget_mb = memory_budget_mb
         self.workers = workers
+        self.progress = progress
 
     def _knn_values(
         self,
@@ -219,18 +222,25 @@ class Evaluator:
         if "map_at_k" in self.names:
             k = max(k, self.map_at_k)
         a_codes, a_relevant = q_codes[active], num_relevant[active]
-        for _ in map_neighbours(
-            lambda start, nb: self._knn_values(per_query, start, nb, a_codes, r_codes, a_relevant),
-            q[torch.as_tensor(active, device=q.device)],
-            r,
-            min(k, len(r) - int(self_mode)),
-            distance="dot" if self.distance == "cosine" else self.distance,
-            exclude=active if self_mode else None,
-            chunk_size=self.chunk_size,
-            memory_budget_mb=self.memory_budget_mb,
-            workers=self.workers,
-        ):
-            pass
+
+        def values(start: int, neighbours: np.ndarray) -> int:
+            self._knn_values(per_query, start, neighbours, a_codes, r_codes, a_relevant)
+            return len(neighbours)
+
+        with bar(f"{self.progress}: nearest neighbours", len(active), self.progress is not None,
+                 unit="queries") as advance:
+            for rows in map_neighbours(
+                values,
+                q[torch.as_tensor(active, device=q.device)],
+                r,
+                min(k, len(r) - int(self_mode)),
+                distance="dot" if self.distance == "cosine" else self.distance,
+                exclude=active if self_mode else None,
+                chunk_size=self.chunk_size,
+                memory_budget_mb=self.memory_budget_mb,
+                workers=self.workers,
+            ):
+                advance(rows)
         return per_query, active
 
     def _nearest_labels(
@@ -268,9 +278,11 @@ class Evaluator:
         }
         clustering = tuple(n for n in self.names if n in CLUSTERING_METRICS)
         if clustering:  # faiss on the CPU, torch k-means where q is (`kmeans_backend`)
-            results.update(clustering_scores(
-                q, q_labels, clustering, self.kmeans_seed,
-                max_points_per_centroid=self.kmeans_max_points_per_centroid))
+            with phase(f"{self.progress}: k-means ({', '.join(clustering)})",
+                       self.progress is not None):
+                results.update(clustering_scores(
+                    q, q_labels, clustering, self.kmeans_seed,
+                    max_points_per_centroid=self.kmeans_max_points_per_centroid))
         if "nn_classification" in self.names:
             pred = self._nearest_labels(q, r, r_labels, reference is None)
             results.update(classification_scores(q_labels, pred))
@@ -298,7 +310,8 @@ def evaluate(
     ``options`` are `Evaluator`'s: recall_ks=(1, 2, 4, 8), map_at_k=None, metrics=None,
     distance="euclidean", normalize=False, avg_of_avgs=False, per_class=False,
     chunk_size=None, kmeans_seed=0, kmeans_max_points_per_centroid=256, device=None,
-    memory_budget_mb=None, workers=None.
+    memory_budget_mb=None, workers=None, progress=None (a description: then the neighbour
+    search shows a bar, k-means a phase).
     Returns "precision_at_1", "recall_at_{k}" per k in ``recall_ks``, "r_precision",
     "map_at_r", "map_at_{K}" (when ``map_at_k=K``), "nmi", "ami"; ``metrics`` selects a subset
     by name (precision_at_1, recall_at_k, r_precision, map_at_r, map_at_k, nmi, ami), and

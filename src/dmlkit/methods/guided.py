@@ -154,7 +154,7 @@ class GuidedPart(nn.Module):
         for epoch in range(epochs):
             total = torch.zeros((), dtype=torch.float64, device=device)
             with bar(f"training the Guided master, epoch {epoch + 1}/{epochs}",
-                     len(triplets)) as advance:
+                     len(triplets), unit="batch") as advance:
                 for a, p, n in triplets:
                     y, yn = host_labels[torch.as_tensor(a)], host_labels[torch.as_tensor(n)]
                     ea, fa = master(_images(dataset, a, device), y)

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dmlkit.base import safe_yaml
-from dmlkit.config import format_validation_error
+from dmlkit.config import format_validation_error, yaml_error
 from dmlkit.errors import ConfigError
 from dmlkit.protocol.search import GRACE_S, HEARTBEAT_S, ParamSpec
 
@@ -117,7 +117,7 @@ def load_benchmark_config(name_or_path: str) -> BenchmarkConfig:
     try:
         data = safe_yaml.load(text, name_or_path)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{name_or_path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise yaml_error(name_or_path, e) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: a benchmark file must be a YAML mapping")
     try:

@@ -8,6 +8,7 @@ Otherwise every image below the folder is listed, unlabeled. Hidden files are sk
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,12 +53,22 @@ def list_images(root: str | Path) -> ImageListing:
     return ImageListing(root, top + nested)
 
 
+def natural_key(path: Path) -> list:
+    """Sort key reading digit runs as numbers: ``2.png`` before ``10.png``.
+
+    >>> sorted(["q/10.png", "q/2.png", "q/1.png"], key=natural_key)
+    ['q/1.png', 'q/2.png', 'q/10.png']
+    """
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
 def expand_image_args(items: list[Path]) -> list[Path]:
-    """Command-line image arguments: files as given, folders replaced by their images."""
+    """Command-line image arguments: files as given, folders replaced by their images (in
+    `natural_key` order)."""
     out: list[Path] = []
     for item in items:
         if item.is_dir():
-            out += list_images(item).paths
+            out += sorted(list_images(item).paths, key=natural_key)
         elif item.is_file():
             out.append(item)
         else:

@@ -16,10 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from dmlkit.evaluation.knn import knn
 
 HIT, MISS, QUERY = "#1a9850", "#d73027", "#222222"
+MAP_LEGEND = 20  # t-SNE maps name their classes in a legend up to this many
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Figure:
 
 def _png(fig: plt.Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # legends outside the axes
     plt.close(fig)
     return buf.getvalue()
 
@@ -62,9 +64,10 @@ def learning_curves(runs: dict[str, list[Path]]) -> bytes:
                         label=method if j == 0 else None)
     for ax, title in zip(axes, ("validation MAP@R", "training loss"), strict=True):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return _png(fig)
 
@@ -72,9 +75,14 @@ def learning_curves(runs: dict[str, list[Path]]) -> bytes:
 def embedding_map(
     embeddings: dict[str, tuple[torch.Tensor, np.ndarray]], points: int, seed: int = 0
 ) -> bytes:
-    """t-SNE (seeded, PCA init) of a seeded subsample of each method's test embeddings."""
+    """t-SNE (seeded, PCA init) of a seeded subsample of each method's test embeddings; one
+    colour per class in every panel, named in a legend beside them (up to `MAP_LEGEND`
+    classes)."""
     from sklearn.manifold import TSNE
 
+    classes = np.unique(np.concatenate([np.asarray(lab) for _, lab in embeddings.values()]))
+    palette = plt.get_cmap("tab20")
+    colours = {c: palette(i % 20) for i, c in enumerate(classes)}  # the same in every panel
     n = len(embeddings)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
@@ -87,11 +95,17 @@ def embedding_map(
         x = emb[idx].numpy()
         perplexity = min(30.0, (len(idx) - 1) / 3)
         xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
-        ax.scatter(xy[:, 0], xy[:, 1], c=labels[idx], cmap="tab20", s=6)
+        for c in np.unique(labels[idx]):
+            at = labels[idx] == c
+            ax.scatter(xy[at, 0], xy[at, 1], color=colours[c], s=6, label=str(c))
         ax.set_title(method, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
+    if len(classes) <= MAP_LEGEND:
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c]) for c in classes]
+        fig.legend(handles, [str(c) for c in classes], title="class", loc="upper left",
+                   bbox_to_anchor=(1.0, 0.95), fontsize=7, title_fontsize=8, frameon=False)
     return _png(fig)
 
 
