@@ -91,7 +91,8 @@ def test_run_configs_before_version_3_keep_their_input_pipeline():
         assert (old.data.jpeg_draft, old.data.augment_seeds) == (False, "loader")
     new = config.load("mdr-paper-cub")
     assert (new.data.num_workers, new.data.jpeg_draft, new.data.augment_seeds,
-            new.data.image_cache) == ("auto", True, "position", False)
+            new.data.image_cache) == ("auto", True, "position", "auto")
+    assert v2.data.image_cache is False  # a run from before the cache keeps decoding files
     again = config.from_dict(yaml.safe_load(config.to_yaml(v2)))  # saved again: unchanged
     assert again == v2 and again.version == config.CONFIG_VERSION
 

@@ -74,9 +74,11 @@ class DataConfig(Section):
         True, description="decode JPEGs at 1/2, 1/4 or 1/8 scale (libjpeg) when the transform's "
         "first resize needs no more pixels"
     )
-    image_cache: bool = Field(
-        False, description="on-disk datasets: decode every image once into a memory-mapped "
-        "uint8 file under <run.cache_dir>/images, pre-resized to image_cache_size"
+    image_cache: bool | Literal["auto"] = Field(
+        "auto", description="on-disk datasets: decode every image once into a memory-mapped "
+        "uint8 file under <run.cache_dir>/images, pre-resized to image_cache_size; auto: when "
+        "the transforms resize and the cache fits in half the free space of its disk "
+        "(docs/input-pipeline.md)"
     )
     image_cache_size: int | None = Field(
         None, ge=8, description="shorter side of the cached images (default: what the "
@@ -230,7 +232,8 @@ class MethodConfig(Section):
 CONFIG_VERSION = 3
 SECTIONS = ("data", "model", "method", "optim", "train", "eval", "run")
 # what the input pipeline did before version 3: keys absent from an older run's config.yaml
-LEGACY_INPUT = {"num_workers": 0, "augment_seeds": "loader", "jpeg_draft": False}
+LEGACY_INPUT = {"num_workers": 0, "augment_seeds": "loader", "jpeg_draft": False,
+                "image_cache": False}
 LEGACY_PARTS = ("mdr", "sharing", "guided")
 
 

@@ -97,3 +97,25 @@ def test_cached_dataset_reads_the_cache(tmp_path, monkeypatch):
     assert (int(label), index) == (int(catalog.labels[2]), 2)
     copy = pickle.loads(pickle.dumps(dataset))  # as a spawned worker gets it: mapped again
     assert isinstance(copy.cache.pixels, np.memmap) and torch.equal(copy[2][0], image)
+
+
+@pytest.mark.parametrize(("setting", "free", "cached"), [
+    ("auto", 10**12, True), ("auto", 1000, False), (True, 1000, True), (False, 10**12, False)])
+def test_auto_caches_a_dataset_that_fits_in_half_the_free_disk(tmp_path, monkeypatch, setting,
+                                                                free, cached):
+    """``data.image_cache: auto`` (the default) caches when 8 images x 24 x 48 x 3 bytes (the
+    transforms' resize target 24, aspect up to 2:1) fit in half the free space; true/false
+    force it either way."""
+    from dmlkit.config import DataConfig
+    from dmlkit.data import build, image_cache
+
+    root = make_folder(tmp_path / "img", classes=("a", "b", "c", "d"), per_class=2,
+                       size=(50, 30))
+    usage = image_cache.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda p: usage._replace(free=free))
+    cfg = DataConfig(name="folder", root=str(root), transform="small", image_size=16,
+                     image_cache_size=24, image_cache=setting, protocol="zero_shot",
+                     train_classes=[0, 1], device_transforms=False)
+    bundle = build.build_data(cfg, cache_folder=tmp_path / "cache")
+    assert (bundle.train.cache is not None) == cached
+    assert 8 * 24 * 48 * 3 <= 10**12 // 2 and 8 * 24 * 48 * 3 > 1000 // 2

@@ -10,7 +10,7 @@ from dmlkit.config import DataConfig
 from dmlkit.data.catalog import Catalog
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.feature_dataset import FeatureDataset
-from dmlkit.data.image_cache import ImageCache
+from dmlkit.data.image_cache import ImageCache, cache_fits
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.splits import EvalSplit, Splits, make_splits
 from dmlkit.data.transforms import build_batch_transform, build_transform, first_resize
@@ -68,10 +68,11 @@ def cache_size(transforms: list[Callable]) -> int | None:
 def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None) -> DataBundle:
     """Load the dataset named in ``cfg`` and cut it by ``cfg.protocol``.
 
-    With ``data.image_cache`` an on-disk dataset's images are read from its `ImageCache` in
-    ``cache_folder`` (``<run.cache_dir>/images``; None: decoded from the files), at
-    ``data.image_cache_size`` (default: `cache_size` of the run's transforms). Image files are
-    checked (`check_images`) unless a cache of all of them exists: it decoded every one.
+    With ``data.image_cache`` (true, or auto and `cache_fits`) an on-disk dataset's images are
+    read from its `ImageCache` in ``cache_folder`` (``<run.cache_dir>/images``; None: decoded
+    from the files), at ``data.image_cache_size`` (default: `cache_size` of the run's
+    transforms). Image files are checked (`check_images`) unless a cache of all of them exists:
+    it decoded every one.
     """
     catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
     channels = _channels(catalog)
@@ -81,9 +82,11 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
     stream_tfs = {stream: (name, build_transform(name, True, cfg.image_size, channels,
                                                  cfg.crop_ratio))
                   for stream, name in cfg.stream_transforms.items()}
-    cached = cfg.image_cache and catalog.paths is not None and cache_folder is not None
     size = cfg.image_cache_size or cache_size(
         [train_tf, eval_tf, *(tf for _, tf in stream_tfs.values())])
+    cached = catalog.paths is not None and cache_folder is not None and (
+        cfg.image_cache is True or (cfg.image_cache == "auto" and cache_fits(
+            len(catalog.paths), size, cache_folder)))
     cache = None
     if cached:
         cache = ImageCache.find(cache_folder, catalog.name, catalog.paths, size, cfg.jpeg_draft)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +55,23 @@ def shrink(image: Image.Image, size: int | None) -> Image.Image:
     if size is None or min(image.size) <= size:
         return image
     return F.resize(image, [size], InterpolationMode.BILINEAR, antialias=True)
+
+
+def cache_fits(images: int, size: int | None, folder: Path) -> bool:
+    """``data.image_cache: auto``: whether a cache of ``images`` images pre-resized to a
+    shorter side of ``size`` fits: at most ``images * size * 2 size * 3`` bytes (aspect ratios
+    up to 2:1) within half the free space of ``folder``'s disk. False without a resize (the
+    cache would hold the decoded originals).
+
+    >>> cache_fits(10, None, Path("."))
+    False
+    >>> cache_fits(10, 256, Path("/nonexistent/below/any/disk"))
+    True
+    """
+    if size is None:
+        return False
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    return images * size * 2 * size * 3 <= shutil.disk_usage(existing).free // 2
 
 
 def cache_key(name: str, paths: Sequence[Path], size: int | None, draft: bool) -> str:
