@@ -1,7 +1,7 @@
 """N real training steps of a method on one device, and their comparison with another run.
 
-`run_steps` drives `Trainer._step` (the finite checks, the gradient scaler, the optimizer) on
-the method's own ``steps`` through the trainer's training view (``train.precision`` autocast,
+`run_steps` drives the trainer's `Stepper` (the finite checks, the gradient scaler, the
+optimizer) on the method's own ``steps`` through the trainer's training view (``train.precision`` autocast,
 ``train.channels_last``), from given initial weights on fixed batches (built once on the CPU),
 recording each step's losses, the gradients the optimizer's first step received and the final
 weights. `compare` checks one run against a reference at the scale of the whole step: the
@@ -25,7 +25,8 @@ from dmlkit.base.run_dir import RunDir
 from dmlkit.config import Config
 from dmlkit.engine.seed import seed_everything
 from dmlkit.engine.train import build_components
-from dmlkit.engine.trainer import Trainer, _empty_epoch
+from dmlkit.engine.trainer import Trainer
+from dmlkit.engine.trainer_checkpoints import empty_epoch
 
 
 @dataclass
@@ -118,8 +119,12 @@ def build(cfg: Config, steps: int, root: str) -> Built:
     loaders = trainer._loaders()
     for _, streams in zip(range(steps), zip(*(iter(x) for x in loaders.values()), strict=False),
                           strict=False):
-        built.batches.append({k: tuple(t.clone() if torch.is_tensor(t) else t for t in b)
-                              for k, b in zip(loaders, streams, strict=True)})
+        batches = {k: tuple(t.clone() if torch.is_tensor(t) else t for t in b)
+                   for k, b in zip(loaders, streams, strict=True)}
+        for name, to_float in trainer._to_float.items():  # uint8 file batches, as train_epoch
+            images, *rest = batches[name]
+            batches[name] = (to_float(images), *rest)
+        built.batches.append(batches)
     trainer._kept.clear()
     if len(built.batches) < steps:
         raise RuntimeError(f"only {len(built.batches)} batches for {steps} steps")
@@ -161,14 +166,16 @@ def run_steps(built: Built, device: torch.device, cfg: Config | None = None,
             sampler.set_epoch(0)
         trainer.model.train()
         trainer.method.train()
-        trainer.current, trainer._sums = _empty_epoch(), {}
+        trainer.current = empty_epoch()
+        trainer.stepper.reset(trainer.current["sums"])
         losses = []
         with cpu_draws() if draws else nullcontext():
             for it, cpu_batches in enumerate(built.batches):
                 batches = {k: tuple(t.to(device) if torch.is_tensor(t) else t for t in b)
                            for k, b in cpu_batches.items()}
+                indices = [b[2] for b in batches.values()]
                 for step in trainer.method.steps(trainer.view, batches, it):
-                    trainer._step(step, batches, it)
+                    trainer.stepper.step(step, indices, it)
                     losses.append({k: float(v.detach()) for k, v in step.items()})
         weights = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()
                    if v.is_floating_point()}
