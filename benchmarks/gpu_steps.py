@@ -1,12 +1,13 @@
 """N real training steps of a method on one device, and their comparison with another run.
 
 `run_steps` drives the trainer's `Stepper` (the finite checks, the gradient scaler, the
-optimizer) on the method's own ``steps`` through the trainer's training view (``train.precision`` autocast,
-``train.channels_last``), from given initial weights on fixed batches (built once on the CPU),
-recording each step's losses, the gradients the optimizer's first step received and the final
-weights. `compare` checks one run against a reference at the scale of the whole step: the
-largest gradient magnitude over every trained parameter (model and method), the largest loss
-of the reference curve. `FAULTS` are the injected bugs the self-test must catch.
+optimizer) on the method's own ``steps`` through the trainer's training view
+(``train.precision`` autocast, ``train.channels_last``), from given initial weights on fixed
+batches (built once on the CPU), recording each step's losses, the gradients the optimizer's
+first step received and the final weights. `compare` checks one run against a reference at the
+scale of the whole step: the largest gradient magnitude over every trained parameter (model and
+method), the largest loss of the reference curve. `FAULTS` are the injected bugs the self-test
+must catch.
 """
 
 from __future__ import annotations
