@@ -33,7 +33,7 @@ _MAX_SQUARED_NORM = 1e37
 
 
 def _embeddings(x: Any, name: str, device: torch.device) -> torch.Tensor:
-    """``x`` as a finite float32 (n x d) tensor on ``device``."""
+    """``x`` as a finite (n x d) tensor on ``device``: float64 input kept, anything else float32."""
     if not isinstance(x, torch.Tensor):
         try:
             a = np.asarray(x)
@@ -48,7 +48,8 @@ def _embeddings(x: Any, name: str, device: torch.device) -> torch.Tensor:
         raise EvaluationError(f"{name} must be 2-D (items x dims), got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise EvaluationError(f"{name} is empty (shape {tuple(x.shape)})")
-    x = x.detach().to(device=device, dtype=torch.float32)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x = x.detach().to(device=device, dtype=dtype)
     if not torch.isfinite(x).all():
         raise EvaluationError(f"{name} contains NaN or infinite values")
     if (x * x).sum(1).max() > _MAX_SQUARED_NORM:
@@ -169,7 +170,7 @@ class Evaluator:
     def _inputs(
         self, query: Any, query_labels: Any, reference: Any, reference_labels: Any
     ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
-        """Validated float32 embeddings (normalized if asked) and int64 labels."""
+        """Validated float32/float64 embeddings (normalized if asked) and int64 labels."""
         if (reference is None) != (reference_labels is None):
             raise EvaluationError("give both reference and reference_labels, or neither")
         device = self.device or (query.device if isinstance(query, torch.Tensor) else None)
