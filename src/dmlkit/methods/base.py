@@ -44,7 +44,8 @@ class Method(nn.Module):
         """Named batch samplers over the training set (global batches; the trainer shards
         them across ranks); default: one M-per-class stream."""
         return {"class": MPerClassBatchSampler(
-            labels, cfg.batch_size, cfg.m_per_class, cfg.batches_per_epoch, cfg.seed,
+            labels, batch_size=cfg.batch_size, m=cfg.m_per_class,
+            batches_per_epoch=cfg.batches_per_epoch, seed=cfg.seed,
         )}
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
