@@ -10,11 +10,6 @@ import csv
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from dmlkit.evaluation.metric_names import COLUMNS
 
 
@@ -31,7 +26,10 @@ def _columns(path: Path) -> dict[str, list[float]]:
 
 
 def _plot(path: Path, epochs: list[float], series: dict[str, list[float]], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    from matplotlib.figure import Figure  # imported on use; no pyplot, no global backend
+
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for name, values in series.items():
         ax.plot(epochs, values, marker="o", label=name)
     ax.set_xlabel("epoch")
@@ -40,7 +38,6 @@ def _plot(path: Path, epochs: list[float], series: dict[str, list[float]], title
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _table(rows: dict[str, dict]) -> list[str]:

@@ -16,7 +16,6 @@ from dmlkit.data.build import DataBundle, build_data
 from dmlkit.data.download import file_digest
 from dmlkit.data.transforms import build_transform
 from dmlkit.engine.seed import resolve_device
-from dmlkit.engine.trainer import evaluate_model
 from dmlkit.errors import CheckpointError
 from dmlkit.models.embedding_model import EmbeddingModel
 from dmlkit.models.run_model import load_run_model
@@ -75,6 +74,8 @@ class LoadedRun:
 
     def evaluate_test(self) -> dict[str, float]:
         device = resolve_device(self.cfg.train.device)
+        from dmlkit.engine.trainer import evaluate_model  # training code: not for inference
+
         return evaluate_model(self.model.to(device), self.data.test, self.cfg, device,
                               "test evaluation")
 
