@@ -93,5 +93,5 @@ def test_listings_json():
 def test_nan_becomes_null_and_numpy_becomes_numbers(capsys):
     emit({"map_at_r": float("nan"), "n": np.int64(3), "x": np.float32(0.5),
           "v": np.arange(2), "inf": [float("inf")]})
-    assert json.loads(capsys.readouterr().out) == {"map_at_r": None, "n": 3, "x": 0.5,
-                                                  "v": [0, 1], "inf": [None]}
+    assert json.loads(capsys.readouterr().out) == {"schema_version": 1, "map_at_r": None,
+                                                  "n": 3, "x": 0.5, "v": [0, 1], "inf": [None]}
