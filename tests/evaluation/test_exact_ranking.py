@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import dmlkit.evaluation.knn as knn_module
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.knn import knn
 
@@ -46,7 +47,14 @@ def _reference_metrics(ranking: np.ndarray, labels: np.ndarray) -> dict[str, flo
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_ranking_and_metrics_equal_float64_brute_force(dtype: type) -> None:
+@pytest.mark.parametrize("dense", [False, True])
+def test_ranking_and_metrics_equal_float64_brute_force(
+    dtype: type, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both CPU paths: re-scoring the near ties only, and (``dense``: from the second chunk on)
+    a float64 product of the whole block."""
+    if dense:
+        monkeypatch.setattr(knn_module, "_DENSE_FRACTION", 0.0)
     for seed in range(2):
         x, labels = _near_ties(dtype, seed)
         reference = _reference_ranking(x)

@@ -16,6 +16,11 @@ score gaps are all <= 2 tol form near-tie groups: only inside such a group can t
 order differ from the exact one, so group members are re-scored in float64 (direct differences,
 ``sum((r_j - q)^2)``) and re-sorted by (exact score, index); isolated candidates keep their
 place. The result is the float64 brute-force order, whatever the float32 rounding.
+Where near ties are dense (more than 1/16 of the scores re-scored, measured on the chunks
+already done), a chunk instead takes one float64 matrix product of the whole block (error
+bound tol64, the same formula with u = 2^-53), rounded to float32 for the selection; group
+members are ordered by their float64 scores, or by direct differences in a row where two of
+them are within 2 tol64.
 
 Self-exclusion is by index: ``exclude[i]`` names one reference column that query i never
 retrieves (compared-to-self mode), whatever its distance; duplicates of the query stay.
@@ -47,6 +52,8 @@ _INDEX_BITS = 32
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _UNIT_ROUNDOFF = 2.0**-24  # float32
 _EXACT_BLOCK = 4096  # pairs re-scored at once (memory ~ 2 x 8 d bytes each)
+# Re-scored pairs per score above which a float64 product of the whole block is cheaper.
+_DENSE_FRACTION = 1 / 16
 
 T = TypeVar("T")
 
@@ -102,18 +109,18 @@ def _exact_operands(
     return query, reference
 
 
-def score_tolerance(
-    query: torch.Tensor, reference: torch.Tensor, distance: str
-) -> np.ndarray:
-    """Per query row, a bound on |float32 score - exact score| (see the module doc), float64.
-
-    ``query`` and ``reference`` are the (normalized, if cosine) exact operands.
-    """
-    d = query.shape[1]
+def score_scale(query: torch.Tensor, reference: torch.Tensor, distance: str) -> np.ndarray:
+    """Per query row, ``2 ||q|| M + M^2`` (``||q|| M`` for dot; M = max ||r_j||): a bound on
+    the sum of |terms| of every score of the row, which scales its rounding errors (float64)."""
     q_norm = torch.linalg.vector_norm(query.double(), dim=1).cpu().numpy()
     m = float(torch.linalg.vector_norm(reference.double(), dim=1).max())
-    scale = q_norm * m if distance == "dot" else 2 * q_norm * m + m * m
-    return (d + 8) * _UNIT_ROUNDOFF * scale + (d + 8) * np.finfo(np.float32).tiny
+    return q_norm * m if distance == "dot" else 2 * q_norm * m + m * m
+
+
+def score_tolerance(scale: np.ndarray, d: int, unit_roundoff: float = _UNIT_ROUNDOFF) -> np.ndarray:
+    """A bound on |computed score - exact score| for rows of ``scale`` (`score_scale`): a
+    length-(d+1) dot product and the rounding of its inputs, ``(d + 8) u scale``."""
+    return (d + 8) * (unit_roundoff * scale + np.finfo(np.float32).tiny)
 
 
 def exact_scores(
@@ -140,14 +147,15 @@ def _select_numpy(
     scores: np.ndarray,
     k: int,
     tol: np.ndarray | None = None,
-    rescore: Callable[[np.ndarray], np.ndarray] | None = None,
+    rescore: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     work: np.ndarray | None = None,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Column indices of the k smallest ``(exact score, column)`` keys of each row, in order.
 
-    ``scores`` are float32 within ``tol`` (per row) of the exact ones, which ``rescore(cols)``
-    returns for a (rows x m) block of columns; without them the float32 scores are exact.
+    ``scores`` are float32 within ``tol`` (per row) of the exact ones, or of values ordered
+    like them, which ``rescore(cols, padding)`` returns for a (rows x m) block of columns
+    (``padding``: slots to ignore); without them the float32 scores are exact.
     ``work`` (float32) and ``mask`` (bool), shaped like ``scores``, are optional buffers.
     """
     rows, n = scores.shape
@@ -179,7 +187,7 @@ def _sort_near_ties(
     scores: np.ndarray,
     cols: np.ndarray,
     tol: np.ndarray,
-    rescore: Callable[[np.ndarray], np.ndarray],
+    rescore: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> None:
     """Re-order, in place, the members of runs of ``cols`` whose float32 score gaps are
     <= 2 tol by (exact score, column). Padding columns (== n, score +inf) never join a run.
@@ -205,8 +213,9 @@ def _sort_near_ties(
     slot = np.arange(len(where)) - np.repeat(np.cumsum(count) - count, count)
     packed = np.zeros((rows, int(count.max())), dtype=np.int64)
     packed[row_of, slot] = members
-    exact = rescore(packed)
-    exact[np.arange(packed.shape[1]) >= count[:, None]] = np.inf  # padding
+    padding = np.arange(packed.shape[1]) >= count[:, None]
+    exact = rescore(packed, padding)
+    exact[padding] = np.inf
     order = np.argsort(exact, axis=1)
     ranked = np.take_along_axis(exact, order, axis=1)
     tied = np.flatnonzero(((ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] < np.inf)).any(1))
@@ -261,7 +270,7 @@ def chunk_size_for(
         if memory_budget_mb <= 0:
             raise ConfigError(f"memory_budget_mb must be positive, got {memory_budget_mb}")
         budget = int(memory_budget_mb * 2**20)
-    per_row = (20 if accelerator else 9) * n_reference + 64 * k
+    per_row = (20 if accelerator else 17) * n_reference + 64 * k
     return max(1, min(MAX_CHUNK_ROWS, budget // (per_row * max(1, workers))))
 
 
@@ -305,9 +314,14 @@ def map_neighbours(
     q_aug, r_aug = score_operands(exact_q.to(dtype), exact_r.to(dtype), distance)
     r_aug_t = r_aug.T
     if not accelerated:
-        tol = score_tolerance(exact_q, exact_r, distance)
+        scale, d = score_scale(exact_q, exact_r, distance), exact_q.shape[1]
+        tol = score_tolerance(scale, d)
+        tol64 = score_tolerance(scale, d, 2.0**-53)
         q64 = exact_q.numpy()  # float32 reference rows are gathered as such (half the bytes)
         r_exact = (reference.detach() if widened else exact_r).numpy()
+        q_aug64, r_aug64 = score_operands(exact_q, exact_r, distance)
+        r_aug64_t = r_aug64.T
+        mode = {"dense": False, "pairs": 0, "rows": 0}  # switches once, from measured work
 
     buffers = threading.local()  # per worker: score block, partition copy, mask
 
@@ -320,6 +334,8 @@ def map_neighbours(
             if not accelerated:
                 buffers.work, buffers.mask = np.empty(shape, np.float32), np.empty(shape, bool)
         with torch.no_grad():
+            if not accelerated and mode["dense"]:
+                return fn(start, _select_dense(start, stop, buffers.scores[:rows]))
             scores = torch.mm(q_aug[start:stop], r_aug_t, out=buffers.scores[:rows])
             if exclude is not None:
                 cols = torch.as_tensor(exclude[start:stop], device=scores.device)
@@ -327,15 +343,41 @@ def map_neighbours(
             if accelerated:
                 neighbours = _select_torch(scores, k).cpu().numpy()
             else:
-                neighbours = _select_numpy(
-                    scores.numpy(),
-                    k,
-                    tol[start:stop],
-                    lambda c: exact_scores(q64[start:stop], r_exact, c, distance),
-                    buffers.work[:rows],
-                    buffers.mask[:rows],
-                )
+                def rescore(cols: np.ndarray, _padding: np.ndarray) -> np.ndarray:
+                    mode["pairs"] += cols.size
+                    return exact_scores(q64[start:stop], r_exact, cols, distance)
+
+                neighbours = _select_numpy(scores.numpy(), k, tol[start:stop], rescore,
+                                           buffers.work[:rows], buffers.mask[:rows])
+                mode["rows"] += rows
+                mode["dense"] = mode["pairs"] > mode["rows"] * n_ref * _DENSE_FRACTION
         return fn(start, neighbours)
+
+    def _select_dense(start: int, stop: int, scores: torch.Tensor) -> np.ndarray:
+        """Many near ties: float64 scores of the whole block (one matrix product), rounded to
+        float32 for the selection; near-tie members take their float64 score, or, in rows
+        where two of those are within 2 tol64, the direct float64 distances."""
+        rows = stop - start
+        block = torch.mm(q_aug64[start:stop], r_aug64_t)
+        if exclude is not None:
+            block[torch.arange(rows), torch.as_tensor(exclude[start:stop])] = float("inf")
+        scores.copy_(block)  # rounding to nearest is monotone
+        block64, row_tol = block.numpy(), tol64[start:stop]
+
+        def rescore(cols: np.ndarray, padding: np.ndarray) -> np.ndarray:
+            values = np.take_along_axis(block64, cols, axis=1)
+            ordered = np.sort(np.where(padding, np.inf, values), axis=1)
+            with np.errstate(invalid="ignore"):  # inf - inf (excluded column): not close
+                close = np.diff(ordered, axis=1) <= 2 * row_tol[:, None]
+            close = np.flatnonzero(close.any(1))
+            if len(close):
+                values[close] = exact_scores(q64[start:stop][close], r_exact, cols[close],
+                                             distance)
+            return values
+
+        dense_tol = score_tolerance(scale[start:stop], d, 2.0**-24 / (d + 8)) + row_tol
+        return _select_numpy(scores.numpy(), k, dense_tol, rescore,
+                             buffers.work[:rows], buffers.mask[:rows])
 
     starts = range(0, n_query, chunk_size)
     if workers == 1:
