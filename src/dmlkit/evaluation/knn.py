@@ -16,7 +16,7 @@ score gaps are all <= 2 tol form near-tie groups: only inside such a group can t
 order differ from the exact one, so group members are re-scored in float64 (direct differences,
 ``sum((r_j - q)^2)``) and re-sorted by (exact score, index); isolated candidates keep their
 place. The result is the float64 brute-force order, whatever the float32 rounding.
-Where near ties are dense (more than 1/16 of the scores re-scored, measured on the chunks
+Where near ties are dense (more than 1/48 of the scores re-scored, measured on the chunks
 already done), a chunk instead takes one float64 matrix product of the whole block (error
 bound tol64, the same formula with u = 2^-53), rounded to float32 for the selection; group
 members are ordered by their float64 scores, or by direct differences in a row where two of
@@ -53,7 +53,7 @@ _INDEX_MASK = (1 << _INDEX_BITS) - 1
 _UNIT_ROUNDOFF = 2.0**-24  # float32
 _EXACT_BLOCK = 4096  # pairs re-scored at once (memory ~ 2 x 8 d bytes each)
 # Re-scored pairs per score above which a float64 product of the whole block is cheaper.
-_DENSE_FRACTION = 1 / 16
+_DENSE_FRACTION = 1 / 48
 
 T = TypeVar("T")
 
