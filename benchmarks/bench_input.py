@@ -74,7 +74,7 @@ def throughput(dataset: ImageDataset, workers: int, seeded: bool, batch_size: in
     a first one (training sampler, batches of ``batch_size``); CPU seconds of this process and
     its workers (persistent, so the same processes in every pass)."""
     labels = dataset.labels.numpy()
-    sampler = MPerClassBatchSampler(labels, batch_size, 4, seed=0)
+    sampler = MPerClassBatchSampler(labels, batch_size=batch_size, m=4, seed=0)
     loader = DataLoader(dataset, batch_sampler=SeededBatches(sampler, 0) if seeded else sampler,
                         num_workers=workers, persistent_workers=workers > 0,
                         prefetch_factor=prefetch_factor(workers),

@@ -47,7 +47,7 @@ def test_train_json_is_metrics_json_and_progress_goes_to_stderr(trained):
     root, doc, err = trained
     assert doc["run_dir"] == str(root / "t")
     saved = json.loads((root / "t" / "metrics.json").read_text())
-    assert {k: v for k, v in doc.items() if k != "run_dir"} == saved
+    assert {k: v for k, v in doc.items() if k not in ("run_dir", "schema_version")} == saved
     assert {"map_at_r", "precision_at_1", "r_precision"} <= doc["final"].keys()
     assert "run directory:" in err and "test metrics" not in err
 
@@ -93,5 +93,5 @@ def test_listings_json():
 def test_nan_becomes_null_and_numpy_becomes_numbers(capsys):
     emit({"map_at_r": float("nan"), "n": np.int64(3), "x": np.float32(0.5),
           "v": np.arange(2), "inf": [float("inf")]})
-    assert json.loads(capsys.readouterr().out) == {"map_at_r": None, "n": 3, "x": 0.5,
-                                                  "v": [0, 1], "inf": [None]}
+    assert json.loads(capsys.readouterr().out) == {"schema_version": 1, "map_at_r": None,
+                                                  "n": 3, "x": 0.5, "v": [0, 1], "inf": [None]}

@@ -20,8 +20,8 @@ def dataset(train=True):
 
 
 def draw(ds, epoch, start=0, rank=0, world=1, seed=7, stream=0):
-    sampler = MPerClassBatchSampler(ds.labels.numpy(), 8, 2, batches_per_epoch=6, seed=1,
-                                    rank=rank, world_size=world)
+    sampler = MPerClassBatchSampler(ds.labels.numpy(), batch_size=8, m=2, batches_per_epoch=6,
+                                    seed=1, rank=rank, world_size=world)
     sampler.set_epoch(epoch, start)
     return list(DeviceBatches(ds, sampler, torch.device("cpu"), seed, stream))
 

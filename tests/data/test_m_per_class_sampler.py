@@ -21,8 +21,8 @@ def test_batches_hold_m_images_of_distinct_classes():
 
 
 def test_stream_is_a_function_of_seed_and_epoch():
-    a = MPerClassBatchSampler(LABELS, 16, 4, batches_per_epoch=5, seed=3)
-    b = MPerClassBatchSampler(LABELS, 16, 4, batches_per_epoch=5, seed=3)
+    a = MPerClassBatchSampler(LABELS, batch_size=16, m=4, batches_per_epoch=5, seed=3)
+    b = MPerClassBatchSampler(LABELS, batch_size=16, m=4, batches_per_epoch=5, seed=3)
     b.set_epoch(1)
     first = list(a)
     a.set_epoch(1)
@@ -30,17 +30,18 @@ def test_stream_is_a_function_of_seed_and_epoch():
 
 
 def test_ranks_split_the_global_batch():
-    full = list(MPerClassBatchSampler(LABELS, 16, 4, batches_per_epoch=3, seed=0))
-    parts = [list(MPerClassBatchSampler(LABELS, 16, 4, 3, 0, rank=r, world_size=2))
+    full = list(MPerClassBatchSampler(LABELS, batch_size=16, m=4, batches_per_epoch=3, seed=0))
+    parts = [list(MPerClassBatchSampler(LABELS, batch_size=16, m=4, batches_per_epoch=3, seed=0,
+                                        rank=r, world_size=2))
              for r in range(2)]
     assert [p0 + p1 for p0, p1 in zip(*parts, strict=True)] == full
 
 
 def test_errors():
     with pytest.raises(ConfigError, match="multiple"):
-        MPerClassBatchSampler(LABELS, 10, 4)
+        MPerClassBatchSampler(LABELS, batch_size=10, m=4)
     with pytest.raises(DataError, match="needs 8 classes"):
-        MPerClassBatchSampler(np.repeat(np.arange(3), 5), 16, 2)
+        MPerClassBatchSampler(np.repeat(np.arange(3), 5), batch_size=16, m=2)
 
 
 # ------------------------------------------------ small_classes="all": MDR's official sampler
@@ -117,3 +118,12 @@ def test_all_rule_stream_is_seeded_and_split_across_ranks():
     assert full == list(make())
     parts = [list(make(rank=r, world_size=2)) for r in range(2)]
     assert [p0 + p1 for p0, p1 in zip(*parts, strict=True)] == full
+
+
+
+def test_pml_style_keywords_work_and_positional_order_cannot_swap():
+    """PML writes MPerClassSampler(labels, m, batch_size=...): keywords only, no silent swap."""
+    s = MPerClassBatchSampler(LABELS, m=4, batch_size=16)
+    assert (s.m, s.batch_size) == (4, 16)
+    with pytest.raises(TypeError):
+        MPerClassBatchSampler(LABELS, 4, 16)  # type: ignore[misc]

@@ -23,8 +23,8 @@ def dataset(tmp_path_factory):
 
 
 def sampler(dataset, rank=0, world=1):
-    return MPerClassBatchSampler(dataset.labels.numpy(), 8, 2, batches_per_epoch=3, seed=5,
-                            rank=rank, world_size=world)
+    return MPerClassBatchSampler(dataset.labels.numpy(), batch_size=8, m=2, batches_per_epoch=3,
+                                 seed=5, rank=rank, world_size=world)
 
 
 def epochs(dataset, workers, persistent, start=(0, 0), last=1):

@@ -205,7 +205,7 @@ def test_prune_keeps_newest_pairs_and_removes_leftovers(tmp_path):
 
 def test_m_per_class_sampler_starts_at_start_batch():
     labels = np.repeat(np.arange(8), 6)
-    s = MPerClassBatchSampler(labels, 8, 2, batches_per_epoch=6, seed=4)
+    s = MPerClassBatchSampler(labels, batch_size=8, m=2, batches_per_epoch=6, seed=4)
     s.set_epoch(3)
     epoch = list(s)
     s.set_epoch(3, start_batch=4)
@@ -227,15 +227,15 @@ def test_random_batch_sampler_starts_at_start_batch():
 
 def test_single_image_classes_are_not_sampled_with_m_of_two_or_more():
     labels = np.array([0] * 5 + [1] * 5 + [2] + [3] * 5 + [4])
-    s = MPerClassBatchSampler(labels, 6, 2, batches_per_epoch=20, seed=0)
+    s = MPerClassBatchSampler(labels, batch_size=6, m=2, batches_per_epoch=20, seed=0)
     assert s.skipped_classes.tolist() == [2, 4]
     drawn = np.concatenate([labels[b] for b in s])
     assert set(drawn.tolist()) == {0, 1, 3}
     for batch in s:  # every drawn pair is two distinct images
         assert len(set(batch)) == len(batch)
-    assert MPerClassBatchSampler(labels, 5, 1).skipped_classes.size == 0
+    assert MPerClassBatchSampler(labels, batch_size=5, m=1).skipped_classes.size == 0
     with pytest.raises(DmlkitError, match="2 more have a single image"):
-        MPerClassBatchSampler(labels, 8, 2)
+        MPerClassBatchSampler(labels, batch_size=8, m=2)
 
 
 # ----------------------------------------------------------------- signals

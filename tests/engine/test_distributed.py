@@ -261,7 +261,7 @@ def test_batch_not_divisible_by_ranks_is_a_config_error(tmp_path):
     from dmlkit.data.m_per_class_sampler import MPerClassBatchSampler
     from dmlkit.errors import ConfigError
 
-    sampler = MPerClassBatchSampler(np.repeat(np.arange(4), 10), 12, 4)
+    sampler = MPerClassBatchSampler(np.repeat(np.arange(4), 10), batch_size=12, m=4)
     with pytest.raises(ConfigError, match="not divisible by 5 ranks"):
         sampler.shard(0, 5)
 

@@ -273,3 +273,26 @@ def test_progress_names_the_neighbour_search_and_the_k_means(capsys):
     assert shown == quiet
     assert capsys.readouterr().err == ("scoring e.npz: nearest neighbours (40) ...\n"
                                        "scoring e.npz: k-means (nmi, ami) ...\n")
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_ref_includes_query_and_pml_keys_match_pml(kind: str) -> None:
+    """PML's query-in-reference mode, results read under PML's own key names."""
+    x, y = _data(kind, 5)
+    extra_x, extra_y = _data(kind, 6)
+    query, query_labels = x[:50], y[:50]
+    reference = np.concatenate([query, extra_x])
+    reference_labels = np.concatenate([query_labels, extra_y])
+    args = (query, query_labels, reference, reference_labels)
+    ours = evaluate(*args, ref_includes_query=True, kmeans_seed=PML_SEED, pml_keys=True)
+    pml = AccuracyCalculator(
+        include=tuple(PML_NAMES.values()), k="max_bin_count", device=torch.device("cpu")
+    ).get_accuracy(*[torch.from_numpy(a) for a in args], ref_includes_query=True)
+    for name in PML_NAMES.values():
+        assert ours[name] == pytest.approx(pml[name], abs=1e-6), name
+
+
+def test_ref_includes_query_needs_the_queries_first() -> None:
+    x, y = _data("random", 7)
+    with pytest.raises(EvaluationError, match="ref_includes_query"):
+        evaluate(x[:10], y[:10], x[5:], y[5:], ref_includes_query=True)

@@ -127,7 +127,7 @@ def test_argument_errors() -> None:
 
 def test_chunk_size_follows_the_memory_budget() -> None:
     one_mb_rows = chunk_size_for(1000, 10, workers=1, memory_budget_mb=1)
-    assert one_mb_rows == 2**20 // (9 * 1000 + 64 * 10)
+    assert one_mb_rows == 2**20 // (17 * 1000 + 64 * 10)
     assert chunk_size_for(1000, 10, workers=2, memory_budget_mb=1) == one_mb_rows // 2
     assert chunk_size_for(10**9, 10, memory_budget_mb=1) == 1
     assert chunk_size_for(1000, 10, memory_budget_mb=10**6) == MAX_CHUNK_ROWS

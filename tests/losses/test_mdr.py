@@ -219,3 +219,22 @@ def test_zero_weight_gives_exactly_the_base_loss(loss_cls, kwargs):
         **kwargs,
     )(x, labels)
     assert torch.equal(total, base)
+
+
+def test_pml_distance_and_reducer_conventions() -> None:
+    """PML's regularizer keywords: distance= and reducer= are taken or refused in one line."""
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.reducers import MeanReducer, ThresholdReducer
+
+    x = torch.randn(10, 4, dtype=torch.float64)
+    plain = _reg()(x)
+    same = MDRRegularizer(
+        distance=LpDistance(p=2, power=1, normalize_embeddings=False), reducer=MeanReducer()
+    ).double()(x)
+    assert same.item() == plain.item()
+    normalized = MDRRegularizer(distance=LpDistance(normalize_embeddings=True)).double()(x)
+    assert normalized.item() == _reg()(torch.nn.functional.normalize(x)).item()
+    with pytest.raises(ConfigError, match="Euclidean"):
+        MDRRegularizer(distance=CosineSimilarity())
+    with pytest.raises(ConfigError, match="ThresholdReducer makes no sense"):
+        MDRRegularizer(reducer=ThresholdReducer(low=0.1))

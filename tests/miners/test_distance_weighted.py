@@ -97,7 +97,7 @@ def test_exclude_labels_shared_stream():
     x = _embeddings(16, 8, seed=4)
     for positives in ("all", "one"):
         for seed in range(20):
-            a, p, n = _miner(seed, positives=positives, nonzero_loss_cutoff=None).mine(
+            a, p, n = _miner(seed, positives=positives, nonzero_loss_cutoff=None)(
                 x, surrogate, exclude_labels=classes
             )
             _check_triplets(a, p, n, surrogate, classes)
@@ -110,9 +110,9 @@ def test_anchors_without_valid_negative_are_dropped():
     exclude = torch.tensor([9, 9, 9, 9, 9, 9])
     exclude_partial = torch.tensor([7, 7, 7, 7, 8, 8])
     x = _embeddings(6, 4, seed=5)
-    a, p, n = _miner(nonzero_loss_cutoff=None)(x, labels, exclude)
+    a, p, n = _miner(nonzero_loss_cutoff=None)(x, labels, exclude_labels=exclude)
     assert len(a) == len(p) == len(n) == 0
-    a, p, n = _miner(nonzero_loss_cutoff=None)(x, labels, exclude_partial)
+    a, p, n = _miner(nonzero_loss_cutoff=None)(x, labels, exclude_labels=exclude_partial)
     _check_triplets(a, p, n, labels, exclude_partial)
     assert set(a.tolist()) == {0, 1, 2, 3, 4, 5}
     assert set(n[a < 4].tolist()) <= {4, 5} and set(n[a >= 4].tolist()) <= {0, 1, 2, 3}
@@ -245,3 +245,38 @@ def test_invalid_arguments():
         DistanceWeightedMiner(cutoff=-1)
     with pytest.raises(TrainingError):
         DistanceWeightedMiner()(torch.randn(4, 3), torch.zeros(5))
+
+
+def test_is_a_pml_miner_inside_cross_batch_memory():
+    """PML's CrossBatchMemory calls miner(embeddings, labels, memory, memory_labels)."""
+    from pytorch_metric_learning.losses import CrossBatchMemory
+    from pytorch_metric_learning.miners import BaseMiner
+
+    miner = _miner()
+    assert isinstance(miner, BaseMiner)
+    loss_fn = CrossBatchMemory(TripletMarginLoss(margin=0.2), embedding_size=8,
+                               memory_size=32, miner=miner)
+    for step in range(3):
+        x = _embeddings(12, 8, seed=20 + step).requires_grad_(True)
+        loss = loss_fn(x, torch.arange(12) % 4)
+        loss.backward()
+        assert torch.isfinite(loss) and miner.num_triplets > 0
+
+
+def test_reference_set_negatives_and_positives():
+    x, ref = _embeddings(6, 5, seed=30), _embeddings(10, 5, seed=31)
+    labels, ref_labels = torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(10) % 3
+    a, p, n = _miner()(x, labels, ref, ref_labels)
+    assert (labels[a] == ref_labels[p]).all() and (labels[a] != ref_labels[n]).all()
+    assert len(a) == sum(int((ref_labels == c).sum()) for c in labels)  # "all": every pair
+    probs = _miner().negative_probabilities(x, labels, ref_emb=ref, ref_labels=ref_labels)
+    assert probs.shape == (6, 10) and torch.allclose(probs.sum(1), torch.ones(6))
+    with pytest.raises(TrainingError, match="exclude_labels"):
+        _miner()(x, labels, ref, ref_labels, exclude_labels=labels)
+
+
+def test_rejects_distances_pml_rejects():
+    from pytorch_metric_learning.distances import CosineSimilarity
+
+    with pytest.raises(ConfigError, match="LpDistance"):
+        DistanceWeightedMiner(distance=CosineSimilarity())

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from dmlkit.config import ModelConfig
 from dmlkit.data.download import file_digest
-from dmlkit.errors import CheckpointError, ConfigError, DataError
+from dmlkit.errors import CheckpointError, DataError
 from dmlkit.models import bn_inception as bni
 from dmlkit.models.backbones import build_backbone
 from dmlkit.models.embedding_model import build_model
@@ -76,9 +76,11 @@ def test_features_are_global_averages_of_a_7x7_map(size):
     assert torch.allclose(out, expected, rtol=1e-5, atol=1e-6 * expected.abs().max().item())
 
 
-def test_only_three_channels():
-    with pytest.raises(ConfigError, match="3-channel"):
-        build_backbone("bninception", 1)
+def test_gray_input_adapts_the_stem():
+    net = build_backbone("bninception", 1).eval()
+    assert net.conv1_7x7_s2.weight.shape[1] == 1
+    with torch.no_grad():
+        assert net(torch.randn(2, 1, 224, 224)).shape == (2, 1024)
 
 
 def _bn_stats(module):

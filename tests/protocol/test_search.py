@@ -12,6 +12,7 @@ from dmlkit.protocol.search import (
     finished_trials,
     open_study,
     optimize,
+    storage_of,
     suggest_params,
 )
 
@@ -162,7 +163,7 @@ def test_interrupted_trial_is_retried_once_with_its_parameters(tmp_path, stop, c
 def test_stale_running_trial_is_failed_and_retried(tmp_path):
     study = open_study("s", storage(tmp_path), prune_after=None, heartbeat_s=1, grace_s=1)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
-    study._storage.record_heartbeat(trial._trial_id)  # a worker that died mid-trial
+    storage_of(study).record_heartbeat(trial._trial_id)  # a worker that died mid-trial
     time.sleep(2.2)
     again = open_study("s", storage(tmp_path), prune_after=None, heartbeat_s=1, grace_s=1)
     optimize(again, cross_validation_objective(lambda p, k: p["x"], 1, SPACE), 1, SPACE)

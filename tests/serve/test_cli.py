@@ -111,3 +111,37 @@ def test_search_json_lists_every_query_and_its_hits(flat_index, digits_folder):
     first = doc["queries"][0]
     assert first["hits"][0]["rank"] == 1 and first["hits"][0]["score"] == pytest.approx(0, abs=1e-5)
     assert first["hits"][0]["path"].endswith(first["query"].rsplit("/", 1)[-1])
+
+
+def test_embed_index_export_json_documents(run_dir, digits_folder, tmp_path):
+    """--json on every retrieval verb: one JSON document on stdout, with schema_version."""
+    import json
+
+    from dmlkit.cli.json_output import SCHEMA_VERSION
+
+    runs = {
+        "embed": ["embed", run_dir, digits_folder, "-o", tmp_path / "e.npz", "--no-progress"],
+        "index": ["index", run_dir, digits_folder, "-o", tmp_path / "g.index", "--no-progress"],
+        "export": ["export", run_dir, "--format", "torchscript", "-o", tmp_path / "m.pt"],
+    }
+    docs = {}
+    for name, args in runs.items():
+        res = CliRunner().invoke(app, [str(a) for a in args] + ["--json"])
+        assert res.exit_code == 0, res.output
+        docs[name] = json.loads(res.stdout)
+        assert docs[name]["schema_version"] == SCHEMA_VERSION
+    n = sum(1 for p in digits_folder.rglob("*") if p.is_file())
+    assert docs["embed"]["count"] == n and docs["embed"]["labeled"] is True
+    assert docs["index"]["kind"] == "flat" and docs["index"]["recall"] is None
+    assert docs["index"]["vectors"] == n == docs["index"]["vectors"]
+    assert docs["export"]["format"] == "torchscript" and docs["export"]["max_abs_diff"] < 1e-3
+
+
+def test_piped_result_lines_are_not_wrapped(run_dir, tmp_path):
+    """Not a terminal (CliRunner, 80 columns): the result line stays one line."""
+    out = tmp_path / ("a_rather_long_model_file_name_" * 3 + ".pt")
+    res = CliRunner().invoke(app, ["export", str(run_dir), "--format", "torchscript", "-o",
+                                   str(out)])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stdout.splitlines() if line.startswith("wrote")]
+    assert len(lines) == 1 and "max |exported - eager|" in lines[0]

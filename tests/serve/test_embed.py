@@ -40,6 +40,20 @@ def test_load_is_lazy_and_is_load_run():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def test_loading_a_run_imports_no_training_or_plotting_packages(loaded):
+    """A web service's ``dmlkit.load(run).embed(...)`` must not pay for matplotlib, sklearn,
+    scipy or faiss (evaluation, reports and search import them on use)."""
+    heavy = ("matplotlib", "sklearn", "scipy", "faiss")
+    code = (
+        "import sys, dmlkit, numpy as np\n"
+        f"run = dmlkit.load({str(loaded.path)!r})\n"
+        "run.embed(np.zeros((2, 8, 8), dtype=np.uint8), progress=False)\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_files_arrays_tensors_and_datasets_match_the_evaluation_path(
     loaded, reference, digits_folder, digits_indices
 ):

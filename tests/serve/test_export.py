@@ -71,5 +71,5 @@ def test_unknown_format_and_missing_onnx(loaded, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown export format"):
         export_model(loaded, "tflite", tmp_path / "m")
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ConfigError, match="pip install onnx onnxruntime"):
+    with pytest.raises(ConfigError, match=r"pip install 'dmlkit\[onnx\]'"):
         export_model(loaded, "onnx", tmp_path / "m.onnx")

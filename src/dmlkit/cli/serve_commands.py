@@ -38,6 +38,7 @@ def embed(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
     progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
 ):
     """Embed every image of a folder; writes embeddings, labels and relative paths."""
     import torch
@@ -54,6 +55,11 @@ def embed(
             "class_names": listing.class_names, "distance": loaded.cfg.eval.distance,
             "normalize": loaded.cfg.eval.normalize}
     EmbeddingsFile(emb, listing.relative, labels, meta).save(output)
+    if as_json:
+        emit({"output": str(output), "run": meta["run"], "count": emb.shape[0],
+              "dim": emb.shape[1], "labeled": labels is not None,
+              "classes": None if labels is None else len(listing.class_names)})
+        return
     what = "unlabeled" if labels is None else f"{len(listing.class_names)} classes"
     console.print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings ({what}) to {output}")
 
@@ -71,6 +77,7 @@ def index(
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
     progress: ProgressOpt = True,
+    as_json: JsonOpt = False,
 ):
     """Embed a folder and build a faiss index of it; approximate kinds report their recall."""
     from rich.table import Table
@@ -86,6 +93,13 @@ def index(
     )
     gallery.save(output)
     m = gallery.meta
+    if as_json:
+        emit({"index": str(output), "kind": m.kind, "vectors": m.count, "dim": m.dim,
+              "distance": m.distance, "parameters": m.params,
+              "recall": None if m.recall is None else {
+                  "k": m.recall.k, "recall_at_k": m.recall.recall_at_k,
+                  "queries": m.recall.queries}})
+        return
     table = Table(title=f"index {output}")
     for col in ("kind", "vectors", "dim", "distance", "parameters", "recall vs exact"):
         table.add_column(col)
@@ -159,12 +173,17 @@ def export(
     image_size: Annotated[
         int | None, typer.Option(help="example image side (default: the run's dataset images)")
     ] = None,
+    as_json: JsonOpt = False,
 ):
     """Export the model (transformed images -> embeddings), checked against the eager model."""
     from dmlkit.serve.export import export_model
     from dmlkit.serve.load import load_run
 
     r = export_model(load_run(run_dir), format_, output, image_size)
+    if as_json:
+        emit({"format": r.format, "path": str(r.path), "input_shape": list(r.input_shape),
+              "max_abs_diff": r.max_abs_diff})
+        return
     console.print(
         f"wrote {r.format} model to {r.path} (input B x {' x '.join(map(str, r.input_shape))}); "
         f"max |exported - eager| = {r.max_abs_diff:.2e}"

@@ -58,11 +58,21 @@ def _check_member(name: str, target: Path) -> Path:
     return out
 
 
+def _regular_members_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's ``"data"`` filter (no absolute paths, nothing outside ``dest``, no devices),
+    refusing links as well."""
+    if not (member.isfile() or member.isdir()):
+        raise tarfile.FilterError(f"archive member {member.name!r} is a link or special file")
+    return tarfile.data_filter(member, dest)
+
+
 def safe_extract(archive: Path, target: Path) -> None:
     """Extract a .tar(.gz/.bz2/.xz) or .zip into ``target``.
 
-    Refuses members with absolute paths or ``..`` that escape ``target`` and any symbolic or hard
-    link, device or fifo (a tar can otherwise write anywhere on disk).
+    Refuses members that escape ``target`` (``..``) and any symbolic or hard link, device or
+    fifo (a tar can otherwise write anywhere on disk); tars go through tarfile's ``"data"``
+    filter (absolute names are made relative to ``target``), every member checked before
+    anything is written.
     """
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
@@ -76,10 +86,10 @@ def safe_extract(archive: Path, target: Path) -> None:
         return
     try:
         with tarfile.open(archive) as tf:
-            for m in tf.getmembers():
-                _check_member(m.name, target)
-                if not (m.isfile() or m.isdir()):
-                    raise DataError(f"archive member {m.name!r} is a link or special file")
-            tf.extractall(target, filter="data")
+            for member in tf.getmembers():  # every member checked before anything is written
+                _regular_members_only(member, str(target))
+            tf.extractall(target, filter=_regular_members_only)
+    except tarfile.FilterError as e:
+        raise DataError(f"{archive}: {e}") from None
     except tarfile.TarError as e:
         raise DataError(f"{archive} is not a readable tar or zip archive: {e}") from e

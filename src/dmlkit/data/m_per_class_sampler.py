@@ -34,11 +34,16 @@ class MPerClassBatchSampler(EpochBatchSampler):
 
     ``rank``/``world_size`` (or `shard`) split every global batch into contiguous per-rank
     slices, so the union over ranks is the batch one process would draw.
+
+    Every argument after ``labels`` is a keyword: PML's ``MPerClassSampler(labels, m,
+    batch_size)`` puts them in the other order, so positional arguments could swap silently;
+    PML-style keywords (``m=4, batch_size=32``) work as they are.
     """
 
     def __init__(
         self,
         labels,
+        *,
         batch_size: int,
         m: int = 4,
         batches_per_epoch: int | None = None,

@@ -17,12 +17,6 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
-
 from dmlkit.evaluation.metric_names import COLUMNS
 
 
@@ -57,7 +51,11 @@ def distinct_series(series: dict[str, list[float]]) -> dict[str, list[float]]:
 
 
 def _plot(path: Path, epochs: list[float], series: dict[str, list[float]], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 3.5))
+    from matplotlib.figure import Figure  # imported on use; no pyplot, no global backend
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(7.5, 3.5))
+    ax = fig.subplots()
     for name, values in distinct_series(series).items():
         ax.plot(epochs, values, marker="o", label=name)
     ax.set_xlabel("epoch")
@@ -66,7 +64,6 @@ def _plot(path: Path, epochs: list[float], series: dict[str, list[float]], title
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _rows(results: dict[str, dict]) -> list[list[str]]:

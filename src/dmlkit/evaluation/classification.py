@@ -20,27 +20,23 @@ CLASSIFICATION_METRICS = ("nn_classification",)
 CLASSIFICATION_KEYS = ("nn_accuracy", "nn_macro_precision", "nn_macro_recall", "nn_macro_f1")
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den is 0."""
-    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
-
-
 def per_class_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class "labels", "precision", "recall", "f1" and "support" (# true), classes sorted.
+    """Per-class "labels", "precision", "recall", "f1" and "support" (# true), classes sorted:
+    scikit-learn's ``precision_recall_fscore_support`` over the union of the labels.
 
     >>> s = per_class_scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
     >>> s["precision"].tolist(), s["recall"].tolist(), s["f1"].round(4).tolist()
     ([1.0, 0.6666666666666666], [0.5, 1.0], [0.6667, 0.8])
     """
+    from sklearn.metrics import precision_recall_fscore_support  # on use: inference skips it
+
     true, pred = np.asarray(true), np.asarray(pred)
     labels = np.union1d(true, pred)
-    t, p = np.searchsorted(labels, true), np.searchsorted(labels, pred)
-    c = len(labels)
-    tp = np.bincount(t[t == p], minlength=c).astype(np.float64)
-    n_true = np.bincount(t, minlength=c)
-    n_pred = np.bincount(p, minlength=c)
-    return {"labels": labels, "precision": _ratio(tp, n_pred), "recall": _ratio(tp, n_true),
-            "f1": _ratio(2 * tp, n_pred + n_true), "support": n_true}
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, pred, labels=labels, average=None, zero_division=0.0
+    )
+    return {"labels": labels, "precision": precision, "recall": recall, "f1": f1,
+            "support": support}
 
 
 def classification_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -23,15 +23,13 @@ Two k-means implementations, chosen by where the embeddings are (`kmeans_backend
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from dmlkit.evaluation.knn import score_operands
 
 CLUSTERING_METRICS = ("nmi", "ami")
-_SCORES = {"nmi": normalized_mutual_info_score, "ami": adjusted_mutual_info_score}
+_SCORES = {"nmi": "normalized_mutual_info_score", "ami": "adjusted_mutual_info_score"}
 MAX_POINTS_PER_CENTROID = 256  # faiss ClusteringParameters default
 SPLIT_EPS = 1 / 1024  # faiss's relative perturbation of a split centroid
 _SCORE_BYTES = 256 * 2**20  # the point-to-centroid score block of one assignment chunk
@@ -51,6 +49,8 @@ def kmeans_assignments(
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     # min_points_per_centroid only silences faiss's "too few points" warning; results are equal.
+    import faiss  # imported on use: loading a run for inference does not pay for it
+
     kmeans = faiss.Kmeans(x.shape[1], n_clusters, niter=niter, seed=seed, min_points_per_centroid=1,
                           max_points_per_centroid=max_points_per_centroid or max(1, len(x)))
     kmeans.train(x)
@@ -160,4 +160,7 @@ def clustering_scores(
     else:
         clusters = kmeans_assignments(x.detach().cpu().numpy(), n_clusters, seed=seed,
                                       max_points_per_centroid=max_points_per_centroid)
-    return {name: float(_SCORES[name](labels, clusters)) for name in names}
+    import sklearn.metrics  # imported on use, as faiss
+
+    return {name: float(getattr(sklearn.metrics, _SCORES[name])(labels, clusters))
+            for name in names}

@@ -33,12 +33,19 @@ from dmlkit.evaluation.knn import check_distance, l2_normalize, map_neighbours
 KNN_METRICS = ("precision_at_1", "recall_at_k", "r_precision", "map_at_r", "map_at_k")
 METRICS = KNN_METRICS + CLUSTERING_METRICS
 OPTIONAL_METRICS = CLASSIFICATION_METRICS  # computed only when named in ``metrics``
+PML_KEYS = {  # dmlkit key -> PML AccuracyCalculator key (MAP@K: "mean_average_precision")
+    "precision_at_1": "precision_at_1",
+    "r_precision": "r_precision",
+    "map_at_r": "mean_average_precision_at_r",
+    "nmi": "NMI",
+    "ami": "AMI",
+}
 # Squared norms above this could overflow float32 scores.
 _MAX_SQUARED_NORM = 1e37
 
 
 def _embeddings(x: Any, name: str, device: torch.device) -> torch.Tensor:
-    """``x`` as a finite float32 (n x d) tensor on ``device``."""
+    """``x`` as a finite (n x d) tensor on ``device``: float64 input kept, anything else float32."""
     if not isinstance(x, torch.Tensor):
         try:
             a = np.asarray(x)
@@ -53,12 +60,37 @@ def _embeddings(x: Any, name: str, device: torch.device) -> torch.Tensor:
         raise EvaluationError(f"{name} must be 2-D (items x dims), got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise EvaluationError(f"{name} is empty (shape {tuple(x.shape)})")
-    x = x.detach().to(device=device, dtype=torch.float32)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x = x.detach().to(device=device, dtype=dtype)
     if not torch.isfinite(x).all():
         raise EvaluationError(f"{name} contains NaN or infinite values")
     if (x * x).sum(1).max() > _MAX_SQUARED_NORM:
         raise EvaluationError(f"{name} has values too large for float32 distances")
     return x
+
+
+def _check_includes_query(
+    q: torch.Tensor, q_labels: np.ndarray, r: torch.Tensor, r_labels: np.ndarray
+) -> None:
+    """With ref_includes_query, the reference must begin with the queries and their labels."""
+    n = len(q)
+    if len(r) < n or not torch.equal(q, r[:n]) or not np.array_equal(q_labels, r_labels[:n]):
+        raise EvaluationError(
+            "ref_includes_query=True needs the first len(query) reference items and labels "
+            "to equal the query embeddings and labels"
+        )
+
+
+def pml_named(results: dict[str, Any], map_at_k: int | None = None) -> dict[str, Any]:
+    """The metrics PML's AccuracyCalculator also computes, under its key names.
+
+    >>> pml_named({"precision_at_1": 1.0, "map_at_r": 0.5, "recall_at_2": 1.0})
+    {'precision_at_1': 1.0, 'mean_average_precision_at_r': 0.5}
+    """
+    names = dict(PML_KEYS)
+    if map_at_k is not None:
+        names[f"map_at_{map_at_k}"] = "mean_average_precision"
+    return {pml: results[ours] for ours, pml in names.items() if ours in results}
 
 
 def _labels(y: Any, n: int, name: str) -> np.ndarray:
@@ -100,6 +132,7 @@ class Evaluator:
         memory_budget_mb: float | None = None,
         workers: int | None = None,
         progress: str | None = None,
+        pml_keys: bool = False,
     ) -> None:
         check_distance(distance)
         names = list(METRICS if metrics is None else metrics)
@@ -134,6 +167,7 @@ class Evaluator:
         self.memory_budget_mb = memory_budget_mb
         self.workers = workers
         self.progress = progress
+        self.pml_keys = pml_keys
 
     def _knn_values(
         self,
@@ -178,7 +212,7 @@ class Evaluator:
     def _inputs(
         self, query: Any, query_labels: Any, reference: Any, reference_labels: Any
     ) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
-        """Validated float32 embeddings (normalized if asked) and int64 labels."""
+        """Validated float32/float64 embeddings (normalized if asked) and int64 labels."""
         if (reference is None) != (reference_labels is None):
             raise EvaluationError("give both reference and reference_labels, or neither")
         device = self.device or (query.device if isinstance(query, torch.Tensor) else None)
@@ -209,7 +243,7 @@ class Evaluator:
         """kNN metric values of the non-lone queries, and those queries' indices."""
         classes, codes = np.unique(np.concatenate([q_labels, r_labels]), return_inverse=True)
         q_codes = codes[: len(q)]
-        r_codes = q_codes if self_mode else codes[len(q) :]
+        r_codes = codes[len(q) :]
         num_relevant = np.bincount(r_codes, minlength=len(classes))[q_codes] - int(self_mode)
         active = np.flatnonzero(num_relevant > 0)
         keys = [key for key in self._keys() if key not in CLUSTERING_METRICS]
@@ -267,10 +301,18 @@ class Evaluator:
         query_labels: Any,
         reference: Any | None = None,
         reference_labels: Any | None = None,
+        ref_includes_query: bool = False,
     ) -> dict[str, Any]:
-        """Metrics of ``query`` against ``reference`` (or against itself when None)."""
+        """Metrics of ``query`` against ``reference`` (or against itself when None).
+
+        ``ref_includes_query`` (PML's switch): the first len(query) reference items are the
+        queries themselves, so query i never retrieves reference item i and R_i counts one less.
+        """
         q, q_labels, r, r_labels = self._inputs(query, query_labels, reference, reference_labels)
-        per_query, active = self._per_query(q, q_labels, r, r_labels, reference is None)
+        self_mode = reference is None or ref_includes_query
+        if reference is not None and ref_includes_query:
+            _check_includes_query(q, q_labels, r, r_labels)
+        per_query, active = self._per_query(q, q_labels, r, r_labels, self_mode)
         active_labels = q_labels[active]
         results: dict[str, Any] = {
             key: M.mean_over_queries(values, active_labels, self.avg_of_avgs)
@@ -284,7 +326,7 @@ class Evaluator:
                     q, q_labels, clustering, self.kmeans_seed,
                     max_points_per_centroid=self.kmeans_max_points_per_centroid))
         if "nn_classification" in self.names:
-            pred = self._nearest_labels(q, r, r_labels, reference is None)
+            pred = self._nearest_labels(q, r, r_labels, self_mode)
             results.update(classification_scores(q_labels, pred))
         if self.per_class:
             nan = dict.fromkeys(per_query, float("nan"))
@@ -293,6 +335,8 @@ class Evaluator:
                 for c, v in M.per_class_means(values, active_labels).items():
                     by_class[c][key] = v
             results["per_class"] = by_class
+        if self.pml_keys:
+            results.update(pml_named(results, self.map_at_k))
         return results
 
     evaluate = __call__
@@ -303,6 +347,7 @@ def evaluate(
     query_labels: Any,
     reference: Any | None = None,
     reference_labels: Any | None = None,
+    ref_includes_query: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Retrieval metrics of ``query`` (n x d) against ``reference`` or, if None, itself.
@@ -311,14 +356,17 @@ def evaluate(
     distance="euclidean", normalize=False, avg_of_avgs=False, per_class=False,
     chunk_size=None, kmeans_seed=0, kmeans_max_points_per_centroid=256, device=None,
     memory_budget_mb=None, workers=None, progress=None (a description: then the neighbour
-    search shows a bar, k-means a phase).
+    search shows a bar, k-means a phase), pml_keys=False (True adds PML's names:
+    "mean_average_precision_at_r", "NMI", ...).
     Returns "precision_at_1", "recall_at_{k}" per k in ``recall_ks``, "r_precision",
     "map_at_r", "map_at_{K}" (when ``map_at_k=K``), "nmi", "ami"; ``metrics`` selects a subset
     by name (precision_at_1, recall_at_k, r_precision, map_at_r, map_at_k, nmi, ami), and
     "nn_classification" (only when named) adds "nn_accuracy", "nn_macro_precision",
     "nn_macro_recall", "nn_macro_f1" of a 1-NN classifier over the reference set.
-    ``distance``: "euclidean", "cosine" (L2-normalizes) or "dot"; ``normalize`` L2-normalizes
-    first (as PML's tester). ``avg_of_avgs`` averages per class first; ``per_class`` adds
+    ``ref_includes_query``: as PML's, the reference starts with the queries (each query skips
+    its own item). ``distance``: "euclidean", "cosine" (L2-normalizes) or "dot";
+    ``normalize`` L2-normalizes first (as PML's tester). ``avg_of_avgs`` averages per class
+    first; ``per_class`` adds
     "per_class": {label: {metric: value}} (NaN for lone classes). ``chunk_size`` (query rows per
     block) defaults to what fits ``memory_budget_mb`` (512 MB) over ``workers`` threads;
     ``device`` defaults to the query tensor's. k-means uses ``kmeans_seed`` (PML: 1234) and
@@ -332,11 +380,14 @@ def evaluate(
     >>> evaluate(x, [0, 1, 0, 1, 1], recall_ks=(1, 2), metrics=["recall_at_k", "map_at_r"])
     {'recall_at_1': 0.4, 'recall_at_2': 0.6, 'map_at_r': 0.2}
     """
-    return Evaluator(**options)(query, query_labels, reference, reference_labels)
+    return Evaluator(**options)(
+        query, query_labels, reference, reference_labels, ref_includes_query
+    )
 
 
 def concatenate_normalized(embeddings: Sequence[Any]) -> torch.Tensor:
-    """L2-normalize each model's embeddings, then concatenate them (MLRC's concatenated mode).
+    """L2-normalize each model's embeddings, then concatenate them (MLRC's concatenated mode);
+    float64 only when every part is.
 
     >>> concatenate_normalized([torch.tensor([[3.0, 4.0]]), torch.tensor([[2.0]])]).tolist()
     [[0.6000000238418579, 0.800000011920929, 1.0]]
@@ -350,4 +401,5 @@ def concatenate_normalized(embeddings: Sequence[Any]) -> torch.Tensor:
         raise EvaluationError(
             f"embedding matrices have different numbers of rows: {[len(p) for p in parts]}"
         )
-    return torch.cat([l2_normalize(p) for p in parts], dim=1)
+    dtype = torch.float64 if all(p.dtype == torch.float64 for p in parts) else torch.float32
+    return torch.cat([l2_normalize(p).to(dtype) for p in parts], dim=1)

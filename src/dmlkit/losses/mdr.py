@@ -13,6 +13,8 @@ with learnable levels s (default (-3, 0, 3)) and momentum m = 0.9. See docs/mdr.
 from collections.abc import Sequence
 
 import torch
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.regularizers import BaseRegularizer
 from torch import Tensor, nn
 
@@ -40,6 +42,11 @@ class MDRRegularizer(BaseRegularizer):
         momentum: m in the moving averages of mu and sigma.
         include_diagonal: compute mu_b, sigma_b over all N^2 entries of D including the N zeros
             of its diagonal (as the official code does); False uses the N(N-1) pairs i != j.
+        distance: PML's convention; MDR needs Euclidean distances, so an
+            ``LpDistance(p=2, power=1)`` (default ``normalize_embeddings=False``, the paper's;
+            True regularizes the distances of L2-normalized embeddings).
+        reducer: PML's convention; the MDR loss is already a mean over pairs, so only
+            ``MeanReducer`` (the default) makes sense.
 
     >>> reg = MDRRegularizer()
     >>> loss = reg(torch.randn(8, 4))
@@ -53,8 +60,20 @@ class MDRRegularizer(BaseRegularizer):
         nu: float = 0.01,
         momentum: float = 0.9,
         include_diagonal: bool = True,
+        **kwargs: object,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
+        distance = self.distance
+        if not (isinstance(distance, LpDistance) and distance.p == 2 and distance.power == 1):
+            raise ConfigError(
+                f"MDR regularizes Euclidean distances: distance must be LpDistance(p=2, power=1),"
+                f" got {distance!r}"
+            )
+        if type(self.reducer) is not MeanReducer:
+            raise ConfigError(
+                f"MDR's loss is already a mean over pairs: reducer {type(self.reducer).__name__}"
+                " makes no sense for MDR (use MeanReducer or leave it out)"
+            )
         if len(levels) == 0:
             raise ConfigError("MDR needs at least one level")
         if nu < 0:
@@ -69,6 +88,10 @@ class MDRRegularizer(BaseRegularizer):
         self.register_buffer("sigma", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.last_logs: dict[str, Tensor] = {}
+
+    def get_default_distance(self) -> LpDistance:
+        """Euclidean distances of the raw embeddings (PML hook)."""
+        return LpDistance(p=2, power=1, normalize_embeddings=False)
 
     def level_penalty(self) -> Tensor:
         """nu * sum_k s_k^2."""
@@ -104,7 +127,7 @@ class MDRRegularizer(BaseRegularizer):
         if x.shape[0] < 2:  # no pair: nothing to regularize, statistics untouched
             mdr = (x * 0).sum()
         else:
-            dist = pairwise_distances(x)
+            dist = pairwise_distances(self.distance.maybe_normalize(x))
             mu, sigma = self._update_statistics(dist)
             normalized = (_off_diagonal(dist) - mu) / sigma.clamp(min=_SIGMA_FLOOR)
             mdr = (normalized[:, None] - self.levels[None, :]).abs().min(dim=1).values.mean()

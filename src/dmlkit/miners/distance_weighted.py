@@ -16,20 +16,26 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.miners import BaseMiner
+from pytorch_metric_learning.utils import common_functions as c_f
+from torch import Tensor
 
-from dmlkit.base.distances import pairwise_distances
 from dmlkit.errors import ConfigError, TrainingError
 
 _LOG_FLOOR = 1e-8  # keeps log(1 - dist^2 / 4) finite for antipodal pairs (dist = 2)
 
 
-class DistanceWeightedMiner(nn.Module):
-    """``miner(embeddings, labels, exclude_labels=None) -> (anchors, positives, negatives)``.
+class DistanceWeightedMiner(BaseMiner):
+    """A PML miner: ``miner(embeddings, labels, ref_emb=None, ref_labels=None,
+    exclude_labels=None) -> (anchors, positives, negatives)``.
 
-    The output is PML's ``indices_tuple`` for triplets (LongTensors on the embeddings' device).
+    The output is PML's ``indices_tuple`` for triplets (LongTensors on the embeddings' device):
+    anchors index ``embeddings``, positives and negatives index ``ref_emb`` (default: the
+    embeddings themselves, then an anchor is never its own positive). It works wherever PML
+    takes a miner, e.g. inside ``CrossBatchMemory`` (which passes its memory as ``ref_emb``).
     Anchors without a positive or without a valid negative are dropped; the output may be empty.
+    ``exclude_labels`` (without ``ref_emb``) also forbids negatives sharing that label.
 
     Args:
         cutoff: lower clamp of the distances (limits the weight of very close negatives).
@@ -38,6 +44,8 @@ class DistanceWeightedMiner(nn.Module):
             (MDR); ``"one"``: each anchor gets one uniformly drawn positive (margin-loss recipe of
             Wu et al. / Sharing Matters).
         generator: torch.Generator (on the embeddings' device) for reproducible draws.
+        **kwargs: PML's (``distance``: an L2 ``LpDistance`` on normalized embeddings, the
+            default; other distances are rejected as by PML's miner).
 
     >>> miner = DistanceWeightedMiner(generator=torch.Generator().manual_seed(0))
     >>> emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
@@ -51,8 +59,16 @@ class DistanceWeightedMiner(nn.Module):
         nonzero_loss_cutoff: float | None = 1.4,
         positives: Literal["all", "one"] = "all",
         generator: torch.Generator | None = None,
+        **kwargs: object,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
+        try:
+            c_f.assert_distance_type(self, LpDistance, p=2, power=1, normalize_embeddings=True)
+        except AssertionError:
+            raise ConfigError(
+                "distance-weighted miner: distance must be LpDistance(p=2, power=1, "
+                "normalize_embeddings=True), as for PML's DistanceWeightedMiner"
+            ) from None
         if cutoff < 0:
             raise ConfigError(f"distance-weighted miner: cutoff must be >= 0, got {cutoff}")
         if nonzero_loss_cutoff is not None and nonzero_loss_cutoff <= cutoff:
@@ -72,16 +88,21 @@ class DistanceWeightedMiner(nn.Module):
         self.generator = generator
 
     def negative_probabilities(
-        self, embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None = None
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        exclude_labels: Tensor | None = None,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
     ) -> Tensor:
-        """(N, N) matrix P with P[i, j] = probability that anchor i draws negative j.
-
-        Rows of anchors with no valid negative are all zero.
+        """(N, M) matrix P with P[i, j] = probability that anchor i draws negative j of the
+        reference set (M = N without ``ref_emb``). Rows with no valid negative are all zero.
         """
         with torch.no_grad():
-            valid = _valid_negatives(embeddings, labels, exclude_labels)
-            x = F.normalize(embeddings.detach().float(), dim=1)
-            dist = pairwise_distances(x).clamp(min=self.cutoff)
+            valid = _valid_negatives(embeddings, labels, exclude_labels, ref_emb, ref_labels)
+            x = embeddings.detach().float()
+            ref = x if ref_emb is None else ref_emb.detach().float()
+            dist = self.distance(x, ref).clamp(min=self.cutoff)
             d = float(x.shape[1])
             log_shell = (1.0 - dist.pow(2) / 4.0).clamp(min=_LOG_FLOOR).log()
             log_w = (2.0 - d) * dist.log() - ((d - 3.0) / 2.0) * log_shell
@@ -97,19 +118,29 @@ class DistanceWeightedMiner(nn.Module):
             return weights / total.clamp(min=torch.finfo(weights.dtype).tiny)
 
     def mine(
-        self, embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None = None,
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor,
+        ref_labels: Tensor,
+        exclude_labels: Tensor | None = None,
         anchors: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Anchor, positive and negative indices; negatives differ in labels and exclude_labels.
+        """Anchor, positive and negative indices (PML's ``mine``); negatives differ in labels
+        (and exclude_labels).
 
-        ``anchors`` (``positives="one"`` only): the usable anchors, from `usable_anchors` on
-        the host; without it they are found on the device (one read of the device)."""
+        ``anchors`` (``positives="one"``, without a separate ``ref_emb``): the usable anchors,
+        from `usable_anchors` on the host; without it they are found on the device (one read
+        of the device)."""
         with torch.no_grad():
-            probs = self.negative_probabilities(embeddings, labels, exclude_labels)
+            own = ref_emb is embeddings
+            ref = (None, None) if own else (ref_emb, ref_labels)
+            probs = self.negative_probabilities(embeddings, labels, exclude_labels, *ref)
             labels = labels.to(embeddings.device)
-            same = labels[:, None] == labels[None, :]
-            same.fill_diagonal_(False)
-            if anchors is not None and self.positives == "one":
+            same = labels[:, None] == ref_labels.to(embeddings.device)[None, :]
+            if own:
+                same.fill_diagonal_(False)
+            if anchors is not None and self.positives == "one" and own:
                 anchors = anchors.to(embeddings.device)
                 positives = _draw(same[anchors].float(), self.generator)
                 return anchors, positives, _draw(probs[anchors], self.generator)
@@ -122,11 +153,25 @@ class DistanceWeightedMiner(nn.Module):
             return anchors, positives, _draw(probs[anchors], self.generator)
 
     def forward(
-        self, embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None = None,
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        exclude_labels: Tensor | None = None,
         anchors: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Same as :meth:`mine`."""
-        return self.mine(embeddings, labels, exclude_labels, anchors)
+        """PML's ``BaseMiner.forward`` (records ``num_triplets``), plus ``exclude_labels`` and
+        host-computed ``anchors`` (both without ``ref_emb``)."""
+        _valid_negatives(embeddings, labels, exclude_labels, ref_emb, ref_labels)  # checks
+        if exclude_labels is None and anchors is None:
+            return super().forward(embeddings, labels, ref_emb, ref_labels)
+        if ref_emb is not None:
+            raise TrainingError("miner: anchors work without ref_emb only")
+        self.reset_stats()
+        output = self.mine(embeddings, labels, embeddings, labels, exclude_labels, anchors)
+        self.output_assertion(output)
+        return output
 
 
 def usable_anchors(labels: np.ndarray, exclude_labels: np.ndarray | None = None) -> np.ndarray:
@@ -147,21 +192,39 @@ def usable_anchors(labels: np.ndarray, exclude_labels: np.ndarray | None = None)
     return np.flatnonzero(same.any(axis=1) & valid.any(axis=1))
 
 
-def _valid_negatives(embeddings: Tensor, labels: Tensor, exclude_labels: Tensor | None) -> Tensor:
-    """(N, N) bool: j is a valid negative of i (different label and exclude-label)."""
+def _valid_negatives(
+    embeddings: Tensor,
+    labels: Tensor,
+    exclude_labels: Tensor | None,
+    ref_emb: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+) -> Tensor:
+    """(N, M) bool: reference item j is a valid negative of i (different label and
+    exclude-label)."""
     if embeddings.ndim != 2:
         raise TrainingError(
             f"miner expects embeddings of shape (N, dim), got {tuple(embeddings.shape)}"
         )
+    if (ref_emb is None) != (ref_labels is None):
+        raise TrainingError("miner: give both ref_emb and ref_labels, or neither")
+    if ref_emb is not None and exclude_labels is not None:
+        raise TrainingError("miner: exclude_labels works without ref_emb only")
     n = embeddings.shape[0]
-    valid = torch.ones(n, n, dtype=torch.bool, device=embeddings.device)
-    for name, lab in (("labels", labels), ("exclude_labels", exclude_labels)):
-        if lab is None:
-            continue
-        if lab.shape != (n,):
-            raise TrainingError(f"miner: {name} must have shape ({n},), got {tuple(lab.shape)}")
-        lab = lab.to(embeddings.device)
-        valid &= lab[:, None] != lab[None, :]
+    m = n if ref_emb is None else ref_emb.shape[0]
+    if ref_emb is not None and ref_emb.shape[1:] != embeddings.shape[1:]:
+        raise TrainingError(
+            f"miner: ref_emb has shape {tuple(ref_emb.shape)}, embeddings {tuple(embeddings.shape)}"
+        )
+    for name, lab, size in (("labels", labels, n), ("exclude_labels", exclude_labels, n),
+                            ("ref_labels", ref_labels, m)):
+        if lab is not None and lab.shape != (size,):
+            raise TrainingError(f"miner: {name} must have shape ({size},), got {tuple(lab.shape)}")
+    ref_labels = labels if ref_labels is None else ref_labels
+    device = embeddings.device
+    valid = labels.to(device)[:, None] != ref_labels.to(device)[None, :]
+    if exclude_labels is not None:
+        exclude_labels = exclude_labels.to(device)
+        valid &= exclude_labels[:, None] != exclude_labels[None, :]
     return valid
 
 

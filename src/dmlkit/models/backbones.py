@@ -17,6 +17,7 @@ from torch import nn
 
 from dmlkit.errors import ConfigError
 from dmlkit.models.bn_inception import bn_inception
+from dmlkit.models.input_conv import adapt_input_conv
 
 
 class GlobalAvgPool(nn.Module):
@@ -78,11 +79,8 @@ def _torchvision_resnet(
     if cifar_stem:
         net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
-    elif in_channels != 3:
-        w = net.conv1.weight.data.sum(1, keepdim=True)
-        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        if pretrained:
-            net.conv1.weight.data = w.repeat(1, in_channels, 1, 1) / in_channels
+    else:
+        adapt_input_conv(net.conv1, in_channels, pretrained)
     net.avgpool = GlobalAvgPool()  # no parameters: pretrained weights load as they are
     feature_dim = net.fc.in_features
     net.fc = nn.Identity()
@@ -108,8 +106,7 @@ class _EfficientNetLite0(nn.Module):
             net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
         else:
             net = EfficientNet.from_name("efficientnet-lite0")
-        if in_channels != 3:
-            raise ConfigError("efficientnet_lite0 expects 3-channel images")
+        adapt_input_conv(net._conv_stem, in_channels, pretrained)
         self.net = net
         self.feature_dim = net._fc.in_features
 

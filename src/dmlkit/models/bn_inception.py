@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmlkit.data.download import fetch, file_digest
-from dmlkit.errors import CheckpointError, ConfigError, DataError
+from dmlkit.errors import CheckpointError, DataError
+from dmlkit.models.input_conv import adapt_input_conv
 
 WEIGHTS_FILE = "bn_inception-52deb4733.pth"
 WEIGHTS_URLS = (
@@ -175,10 +176,10 @@ def load_imagenet_weights(net: BNInception, path: Path) -> None:
 
 
 def bn_inception(in_channels: int = 3, pretrained: bool = False) -> BNInception:
-    """BN-Inception; ``pretrained`` loads (downloading once) the published ImageNet weights."""
-    if in_channels != 3:
-        raise ConfigError("bninception expects 3-channel (BGR) images")
+    """BN-Inception; ``pretrained`` loads (downloading once) the published ImageNet weights.
+    Other than 3 input channels: `adapt_input_conv` (a gray image = its BGR copy)."""
     net = BNInception()
     if pretrained:
         load_imagenet_weights(net, pretrained_weights())
+    adapt_input_conv(net.conv1_7x7_s2, in_channels, pretrained)
     return net

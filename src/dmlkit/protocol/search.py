@@ -24,6 +24,7 @@ import hashlib
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TAKEN = (*FINISHED, TrialState.RUNNING)  # trials that hold a slot of the budget
 HEARTBEAT_S = 60
 GRACE_S = 180
+_STORES: weakref.WeakKeyDictionary[optuna.Study, optuna.storages.RDBStorage] = (
+    weakref.WeakKeyDictionary()
+)  # each open_study's storage (see `storage_of`)
 RETRY_OF = "retry_of"
 
 
@@ -178,9 +182,16 @@ def open_study(
               else optuna.pruners.MedianPruner(n_startup_trials=prune_after))
     study = optuna.create_study(storage=store, study_name=name, direction="maximize",
                                 pruner=pruner, load_if_exists=True)
+    _STORES[study] = store
     state = np.random.SeedSequence([seed, worker, len(study.trials)]).generate_state(1)[0]
     study.sampler = make_sampler(sampler, int(state), startup_trials)
     return study
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The storage `open_study` opened ``study`` with (None for a study opened otherwise):
+    kept here rather than read from Optuna's private ``Study._storage``."""
+    return _STORES.get(study)
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -208,8 +219,7 @@ def storage_lock(study: optuna.Study) -> Iterator[None]:
     on ``<database>.lock`` (SQLite workers share one machine). A killed holder's lock goes
     with its connection or file descriptor.
     """
-    storage = study._storage
-    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    engine = getattr(storage_of(study), "engine", None)
     key = f"dmlkit/{study.study_name}"
     dialect = None if engine is None else engine.dialect.name
     if dialect == "sqlite":
@@ -253,7 +263,7 @@ def reserve_trial(study: optuna.Study, trials: int, keys: set[str]) -> optuna.Tr
 
 
 def _heartbeat_interval(study: optuna.Study) -> int | None:
-    getter = getattr(study._storage, "get_heartbeat_interval", None)
+    getter = getattr(storage_of(study), "get_heartbeat_interval", None)
     return None if getter is None else getter()
 
 
@@ -261,8 +271,8 @@ def _heartbeat_interval(study: optuna.Study) -> int | None:
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat every ``heartbeat_interval`` seconds while it runs (a
     trial whose heartbeat stops for ``grace_period`` seconds is stale: its worker died)."""
-    storage, interval = study._storage, _heartbeat_interval(study)
-    if not interval:
+    storage, interval = storage_of(study), _heartbeat_interval(study)
+    if storage is None or not interval:
         yield
         return
     stop = threading.Event()

@@ -91,7 +91,7 @@ def _onnx(model: torch.nn.Module, x: torch.Tensor, meta: dict[str, str]):
         import onnx
         import onnxruntime
     except ImportError:
-        raise ConfigError("ONNX export needs: pip install onnx onnxruntime") from None
+        raise ConfigError("ONNX export needs the onnx extra: pip install 'dmlkit[onnx]'") from None
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter

@@ -15,7 +15,6 @@ from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.data.download import file_digest
 from dmlkit.data.transforms import build_transform
-from dmlkit.engine.evaluate import evaluate_model
 from dmlkit.engine.seed import resolve_device
 from dmlkit.errors import CheckpointError
 from dmlkit.models.embedding_model import EmbeddingModel
@@ -75,6 +74,8 @@ class LoadedRun:
 
     def evaluate_test(self) -> dict[str, float]:
         device = resolve_device(self.cfg.train.device)
+        from dmlkit.engine.evaluate import evaluate_model  # evaluation code: not for inference
+
         return evaluate_model(self.model.to(device), self.data.test, self.cfg, device,
                               "test evaluation")
 
