@@ -102,7 +102,7 @@ def test_replace_rule_is_unchanged_and_needs_a_multiple_of_m():
     assert drawn.isdisjoint({0, 2})
     for batch in s:  # 2-image classes give 3 images, with replacement
         assert np.unique(SMALL[batch], return_counts=True)[1].tolist() == [3, 3]
-    with pytest.raises(ConfigError, match="small_classes: all"):
+    with pytest.raises(ConfigError, match="7 is not a multiple of m_per_class 3"):
         MPerClassBatchSampler(SMALL, batch_size=7, m=3)
     with pytest.raises(ConfigError, match="replace or all"):
         MPerClassBatchSampler(SMALL, batch_size=6, m=3, small_classes="some")
