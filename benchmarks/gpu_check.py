@@ -97,7 +97,9 @@ def method_config(name: str, size: Size, root: str, extra: list[str] = ()) -> co
     return config.load(preset, [
         # uniform random pixels: no ties in max pooling (digits' upscaled 8x8 images have
         # many, and CPU and CUDA kernels break them differently)
-        "data.name=synthetic", "data.options.classes=16", "data.options.per_class=32",
+        "data.name=synthetic", "data.options.classes=16",
+        # 8 training classes: enough images for steps x batch of every stream
+        f"data.options.per_class={max(32, 2 * size.steps * size.batch // 8)}",
         f"data.options.size={size.image_size}", "data.protocol=zero_shot",
         "data.val_fraction=0", f"data.image_size={size.image_size}",
         f"model.backbone={size.backbone}",

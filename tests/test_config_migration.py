@@ -106,3 +106,16 @@ def test_configs_without_the_issue_31_keys_keep_their_behaviour():
         cfg = config.from_dict(raw)
         assert (cfg.train.small_classes, cfg.data.crop_ratio) == ("replace", None)
         assert cfg.eval.kmeans_max_points_per_centroid == 256
+
+
+def test_overrides_in_every_section_do_not_make_a_preset_a_legacy_run_config():
+    """A preset lacks sections; ``--set`` keys that add them must not make it look like a
+    version-1 run's config.yaml (written whole), which keeps the old input pipeline."""
+    cfg = config.load("mdr-paper-cub", ["data.name=folder", "model.pretrained=false",
+                                        "method.loss_weight=1", "optim.lr=0.001",
+                                        "train.epochs=1", "eval.recall_ks=[1]", "run.name=x"])
+    assert (cfg.data.num_workers, cfg.data.jpeg_draft, cfg.data.augment_seeds,
+            cfg.data.image_cache) == ("auto", True, "position", "auto")
+    for name in ("metric", "mdr"):  # a run's version-1 config.yaml still keeps its pipeline
+        old = config.load(str(FIXTURES / name / "config.yaml"), ["train.epochs=2"])
+        assert (old.data.num_workers, old.data.jpeg_draft) == (0, False)

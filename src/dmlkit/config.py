@@ -261,12 +261,14 @@ def migrate_v1_method(method: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def migrate(data: dict[str, Any]) -> dict[str, Any]:
+def migrate(data: dict[str, Any], whole: bool | None = None) -> dict[str, Any]:
     """A raw config dict of any version -> the current version (``version`` absent: 1).
 
     A run's config.yaml from before version 3 (``version: 2``, or version 1 written whole:
     every section present) keeps its input pipeline: the `LEGACY_INPUT` values of the keys it
     lacks. Version-1 presets and hand-written configs (some sections) take the new defaults.
+    ``whole``: whether a version-1 dict was written whole by a run (default: every section is
+    present; `load` decides it before ``--set`` overrides add sections to a preset).
     """
     version = data.get("version", 1)
     if not isinstance(version, int) or version > CONFIG_VERSION or version < 1:
@@ -275,7 +277,9 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
     if version == 1 and isinstance(data.get("method"), dict):
         data["method"] = migrate_v1_method(data["method"])
-    if version == 2 or (version == 1 and all(k in data for k in SECTIONS)):
+    if whole is None:
+        whole = all(k in data for k in SECTIONS)
+    if version == 2 or (version == 1 and whole):
         data["data"] = {**LEGACY_INPUT, **(data.get("data") or {})}
     data["version"] = CONFIG_VERSION
     return data
@@ -473,10 +477,11 @@ def format_validation_error(err: ValidationError) -> str:
     return f"config: '{key}': {e['msg']} (got {e.get('input')!r})"
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Validate a nested dict into a Config; one-line ConfigError on the first problem."""
+def from_dict(data: dict[str, Any], whole: bool | None = None) -> Config:
+    """Validate a nested dict into a Config (`migrate`d, ``whole`` as there); one-line
+    ConfigError on the first problem."""
     try:
-        return Config.model_validate(migrate(data))
+        return Config.model_validate(migrate(data, whole))
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
 
@@ -586,8 +591,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load(name_or_path: str, overrides: list[str] | None = None) -> Config:
-    """Load a preset name or YAML path, apply overrides, validate."""
-    return from_dict(apply_overrides(load_raw(name_or_path), overrides or []))
+    """Load a preset name or YAML path, apply overrides, validate. Whether the file is a run's
+    config written whole (`migrate`) is read from the file, not from what the overrides add."""
+    raw = load_raw(name_or_path)
+    whole = "version" in raw or all(k in raw for k in SECTIONS)
+    return from_dict(apply_overrides(raw, overrides or []), whole)
 
 
 def to_yaml(cfg: Config) -> str:
