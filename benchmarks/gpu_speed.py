@@ -123,13 +123,16 @@ def stage_input(c) -> list[dict]:
         batch = min(64, 4 * len(set(data.train.labels.tolist())))  # 4 per class
         rate, per_cpu = bench_input.throughput(data.train, workers, True, batch, passes)
         ratio = rate / step_rate
-        rows.append({"pipeline": f"jpeg_draft{', image_cache' if cache else ''}",
+        rows.append({"pipeline": "jpeg_draft, image_cache (default: auto)" if cache else
+                     "jpeg_draft, image_cache false",
                      "images": f"{len(data.train)} x {w}x{h}", "batch": batch,
                      "workers": workers,
                      "input img/s": round(rate), "img per CPU s": round(per_cpu),
                      "resnet50 bf16 step img/s": round(step_rate),
                      "ratio (bound)": f"{ratio:.2f} (>= {INPUT_RATIO})",
-                     "ok": ratio >= INPUT_RATIO, "enforced": not c.dry})
+                     # the default pipeline (image_cache auto: cached where it fits) must
+                     # feed the step; decoding every file each epoch is reported
+                     "ok": ratio >= INPUT_RATIO, "enforced": cache and not c.dry})
         print(f"  input {rows[-1]['pipeline']}: {rate:.0f} img/s vs {step_rate:.0f}",
               flush=True)
     return rows

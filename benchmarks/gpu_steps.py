@@ -189,9 +189,10 @@ def compare(got: Steps, ref: Steps, tol: Tolerance) -> dict:
     within ``tol`` (a missing gradient, a different number of steps or a NaN fails)."""
     grad_scale = max((float(g.abs().max()) for g in ref.grads.values() if g.numel()),
                      default=0.0)
-    grad_err = math.inf if set(got.grads) != set(ref.grads) else max(
-        (float((got.grads[k] - g).abs().max()) for k, g in ref.grads.items() if g.numel()),
-        default=0.0)
+    errs = {k: float((got.grads[k] - g).abs().max()) for k, g in ref.grads.items()
+            if g.numel() and k in got.grads}
+    grad_err = math.inf if set(got.grads) != set(ref.grads) else max(errs.values(), default=0.0)
+    worst = max(errs, key=errs.get, default="")
     curve_scale = max((abs(s["loss"]) for s in ref.losses), default=0.0)
     if len(got.losses) != len(ref.losses) or not ref.losses:
         first_err = curve_err = math.inf
@@ -201,6 +202,9 @@ def compare(got: Steps, ref: Steps, tol: Tolerance) -> dict:
                                                                   strict=True))
     out = {"steps": len(ref.losses), "grad_scale": grad_scale, "loss_scale": curve_scale,
            "grad_rel": grad_err / max(grad_scale, 1e-30),
+           # where the largest difference is, and that parameter's own largest |gradient|
+           "worst_param": worst,
+           "worst_param_grad": float(ref.grads[worst].abs().max()) if worst else math.nan,
            "first_loss_rel": first_err / max(curve_scale, 1e-30),
            "curve_rel": curve_err / max(curve_scale, 1e-30),
            "ref_first_loss": ref.losses[0]["loss"] if ref.losses else math.nan,
