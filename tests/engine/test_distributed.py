@@ -28,7 +28,7 @@ from dmlkit.engine.train import build_components
 from dmlkit.engine.trainer import evaluate_model
 from dmlkit.evaluation.extract import extract_sharded
 from dmlkit.models.embedding_model import build_model
-from numeric import assert_close_scaled, assert_trees_close
+from numeric import assert_trees_close, assert_whole_close
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -128,19 +128,20 @@ def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, 
     for rank in ranks:
         assert len(rank["steps"]) == len(single["steps"])
         for got, want in zip(rank["steps"], single["steps"], strict=True):
-            assert got["losses"].keys() == want["losses"].keys()
-            for k, v in want["losses"].items():
-                assert got["losses"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+            # the logged terms of the step at one scale; a count of mined triplets equal
+            counts = {k for k in want["losses"] if k.endswith("_triplets")}
+            assert {k: got["losses"][k] for k in counts} == {k: want["losses"][k] for k in counts}
+            assert_trees_close({k: v for k, v in got["losses"].items() if k not in counts},
+                               {k: v for k, v in want["losses"].items() if k not in counts},
+                               rel=1e-4)
             assert len(want["grads"]) > 4
             # one scale for all gradients of the step: a bias whose true gradient is 0 (MDR's
             # mean-distance scaling is translation invariant) holds only rounding noise
             assert_trees_close(got["grads"], want["grads"], rel=2e-4)
-        got, want = rank["method_state"], single["method_state"]
-        exact = {k for k, v in want.items() if not v.is_floating_point()}  # e.g. MDR's flag
-        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in exact)
-        assert_trees_close({k: v for k, v in got.items() if k not in exact},
-                           {k: v for k, v in want.items() if k not in exact}, rel=1e-5)
-    # the ranks hold the same averaged gradients: their optimizer steps stay in lock-step
+        # one scale for the method's state; integer state (e.g. MDR's flag) equal
+        assert_trees_close(rank["method_state"], single["method_state"], rel=1e-5)
+    # the ranks hold the same averaged gradients, bitwise by construction (two ranks: a + b
+    # and b + a are the same float): their optimizer steps stay in lock-step
     for a, b in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):
         assert all(torch.equal(a["grads"][k], b["grads"][k]) for k in a["grads"])
 
@@ -159,7 +160,7 @@ def test_evaluation_on_two_ranks_equals_one_process(tmp_path):
     ranks = on_two_ranks(tmp_path, "evaluation")
     for rank in ranks:
         assert rank["embeddings"].shape == single["embeddings"].shape == (101, 16)
-        assert_close_scaled(rank["embeddings"], single["embeddings"])
+        assert_whole_close(rank["embeddings"], single["embeddings"])
         assert torch.equal(rank["labels"], single["labels"])
         assert rank["metrics"].keys() == single["metrics"].keys()
         for k, v in single["metrics"].items():
@@ -197,10 +198,9 @@ def dmlkit_train(root, name, *extra):
 
 
 def assert_same_run(a, b, metric_tol=1e-4):
-    wa, wb = load_weights(a / "model.safetensors"), load_weights(b / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for k in wa:  # each weight tensor at its own scale
-        assert_close_scaled(wa[k], wb[k], rel=1e-4, msg=k)
+    # one scale, the model's: a bias of ~1e-5 next to weights of ~0.1 is rounding noise
+    assert_trees_close(load_weights(b / "model.safetensors"), load_weights(a / "model.safetensors"),
+                       rel=1e-4)
     ma = json.loads((a / "metrics.json").read_text())["final"]
     mb = json.loads((b / "metrics.json").read_text())["final"]
     for k, v in ma.items():
@@ -288,7 +288,7 @@ def test_guided_targets_are_computed_once_and_shared_by_the_ranks(tmp_path):
     masters = list((tmp_path / "cache" / "guided-masters").glob("*/master.safetensors"))
     assert len(masters) == 1  # the second run read the first one's master
     a, b = (load_weights(tmp_path / name / "targets/master.safetensors") for name in ("one", "two"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # one file, read twice: bitwise
     # 2-d student embeddings: float-noise weight differences can swap one near-tied neighbour
     assert_same_run(tmp_path / "one", tmp_path / "two", metric_tol=0.01)
 
