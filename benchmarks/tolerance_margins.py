@@ -9,6 +9,8 @@ comparisons over all combinations (of every log in ``--out``).
     nice -n 10 python benchmarks/tolerance_margins.py --out /tmp/margins \\
         --combo default/1/on --combo avx2/2/on --combo avx512/1/off
     python benchmarks/tolerance_margins.py --out /tmp/margins   # the table alone
+
+Exit status 1 when a run failed or (``--min-margin 10``) a margin is below the given one.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def kernel_tests() -> list[str]:
     return re.search(r"^KERNEL_TESTS\s*:=(.*)$", text, re.M).group(1).split()
 
 
-def run_combo(combo: str, out: Path, pytest_args: list[str]) -> None:
+def run_combo(combo: str, out: Path, pytest_args: list[str]) -> bool:
+    """Run the tests under ``combo``; True when they all passed."""
     cap, threads, mkldnn = combo.split("/")
     log = out / f"{combo.replace('/', '-')}.log"
     log.unlink(missing_ok=True)
@@ -47,6 +50,7 @@ def run_combo(combo: str, out: Path, pytest_args: list[str]) -> None:
     lines += res.stdout.strip().splitlines()[-1:]
     (out / f"{combo.replace('/', '-')}.outcome").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
+    return res.returncode == 0
 
 
 def read_logs(out: Path) -> dict[str, list[tuple[str, str, float]]]:
@@ -57,7 +61,8 @@ def read_logs(out: Path) -> dict[str, list[tuple[str, str, float]]]:
     return logs
 
 
-def table(out: Path, top: int) -> None:
+def table(out: Path, top: int) -> float:
+    """Print the tables; return the smallest margin over all logs."""
     logs = read_logs(out)
     print("| ATEN_CPU_CAPABILITY / OMP_NUM_THREADS / oneDNN | tests | comparisons | "
           "worst err/allowed | margin | tightest test |")
@@ -78,6 +83,8 @@ def table(out: Path, top: int) -> None:
     for (t, lab), (r, combo) in ranked:
         margin = f"{1 / r:.3g}x" if r else "exact"
         print(f"| `{t}` | {lab} | {r:.3g} | {margin} | {combo} |")
+    worst_ratio = max((r for r, _ in worst.values()), default=0.0)
+    return 1 / worst_ratio if worst_ratio else float("inf")
 
 
 def main() -> None:
@@ -86,12 +93,15 @@ def main() -> None:
     parser.add_argument("--combo", action="append", default=[],
                         help="CAPABILITY/THREADS/on|off (oneDNN), e.g. avx2/2/off")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--min-margin", type=float, default=0.0,
+                        help="exit 1 when a comparison's margin is below this (e.g. 10)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for combo in args.combo:
-        run_combo(combo, args.out, args.pytest_args)
-    table(args.out, args.top)
+    passed = [run_combo(combo, args.out, args.pytest_args) for combo in args.combo]
+    margin = table(args.out, args.top)
+    if not all(passed) or margin < args.min_margin:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

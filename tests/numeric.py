@@ -106,8 +106,3 @@ def assert_trees_close(actual, expected, rel: float = F32_REL,
             assert torch.equal(_tensor(got[k]), _tensor(v)), k
         else:
             assert got[k] == v, k
-
-
-def assert_states_close(a: torch.nn.Module, b: torch.nn.Module, rel: float = F32_REL) -> None:
-    """Two models' state dicts (weights, BatchNorm statistics) at the model's one scale."""
-    assert_trees_close(a.state_dict(), b.state_dict(), rel)

@@ -61,7 +61,7 @@ def test_step_loss_is_the_pml_loss_on_the_mined_triplets(model, batch):
     per = [max(float((e[a] - e[p]).norm() - (e[a] - e[n]).norm()) + 0.1, 0.0)
            for a, p, n in zip(*(t.tolist() for t in triplets), strict=True)]
     nonzero = [v for v in per if v > 0]
-    assert out["loss"].item() == pytest.approx(sum(nonzero) / len(nonzero), rel=1e-5)
+    assert_whole_close(out["loss"], sum(nonzero) / len(nonzero))
 
 
 def test_proxy_loss_uses_contiguous_labels(model, batch):
