@@ -22,7 +22,8 @@ the worst ``|err| / allowed`` ratio (1 = at the tolerance; benchmarks/tolerance_
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -68,6 +69,40 @@ def assert_whole_close(actual, expected, rel: float = F32_REL, msg: str = "") ->
     """``assert_close_scaled`` at the largest magnitude of ``expected``, for a tensor that is the
     whole result (a batch of outputs, embeddings, a loss), never one piece of a tree."""
     assert_close_scaled(actual, expected, scale=magnitude(expected), rel=rel, msg=msg)
+
+
+def spread_amplification(embeddings) -> float:
+    """``E / sigma`` (at least 1), E the embeddings' largest magnitude and sigma the spread (std)
+    of their pairwise distances: a loss on distances normalized by their spread (MDR's
+    ``(d - mu) / sigma``) sees a rounding of the embeddings at E magnified by this."""
+    e = _tensor(embeddings).double().flatten(1)
+    return max(1.0, magnitude(e) / float(torch.pdist(e).std()))
+
+
+@contextmanager
+def batch_sum_scale(module: torch.nn.Module) -> Iterator[list[float]]:
+    """Record (in the yielded one-element list) the scale of the batch sums that the gradients of
+    every ``nn.Linear`` in ``module`` are: the largest of ``sum_i |g_i|`` (the bias) and
+    ``|G|^T |X|`` (the weight) over the backward passes run inside. A gradient that is a sum over
+    the batch rounds at this scale: a bias whose per-sample terms cancel (MDR is translation
+    invariant) holds noise of their size, not of its own or of the step's largest gradient."""
+    scale = [0.0]
+
+    def forward(_, inputs, out):
+        x = inputs[0].detach().flatten(0, -2).abs()
+        if out.requires_grad:
+            out.register_hook(lambda grad: record(grad.detach().flatten(0, -2).abs(), x))
+
+    def record(g, x):
+        scale[0] = max(scale[0], float(g.sum(0).max()), float((g.T @ x).max()))
+
+    handles = [m.register_forward_hook(forward) for m in module.modules()
+               if isinstance(m, torch.nn.Linear)]
+    try:
+        yield scale
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _leaves(tree, prefix: str = "") -> dict:

@@ -41,8 +41,11 @@ def test_bf16_forward_hands_float32_to_the_losses(output):
     assert emb.dtype == torch.float32 and {v.dtype for v in heads.values()} == {torch.float32}
     emb.sum().backward()
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in m.parameters())
-    with torch.no_grad():  # close to the float32 forward: bf16 rounds every layer at 2^-8
-        assert_whole_close(emb, m(x), rel=5e-2)  # of the embeddings' scale
+    # close to the float32 forward: bf16 rounds every layer's output to 8 bits (unit roundoff
+    # u = 2^-9 = 2e-3 of the activations' scale), and train-mode BatchNorm over 6 samples
+    # divides by their spread: up to ~6u of the embeddings' scale seen, allowed 0.1 = 50u
+    with torch.no_grad():
+        assert_whole_close(emb, m(x), rel=0.1)
 
 
 def smoke(tmp_path, *overrides):
@@ -97,5 +100,7 @@ def test_evaluation_embeds_with_the_training_precision(tmp_path, monkeypatch, ch
     assert not m.training  # the view took the model's mode, extraction restored it
     got, _ = extract_embeddings(seen[0], data.test.query, 64)
     assert got.dtype == torch.float32 and not torch.equal(got, want)
-    assert_whole_close(got, want, rel=2e-2)  # bf16 (2^-8 = 3.9e-3 a rounding) of the whole set
+    # bf16 (unit roundoff u = 2^-9 = 2e-3) at every layer, eval mode: up to ~4u of the
+    # embeddings' scale seen, allowed 0.05 = 25u
+    assert_whole_close(got, want, rel=5e-2)
     assert inference_view(m, "fp32", torch.device("cpu")) is m  # fp32: the model itself
