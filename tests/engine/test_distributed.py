@@ -169,7 +169,10 @@ def test_evaluation_on_two_ranks_equals_one_process(tmp_path):
     ranks = on_two_ranks(tmp_path, "evaluation")
     for rank in ranks:
         assert rank["embeddings"].shape == single["embeddings"].shape == (101, 16)
-        assert_whole_close(rank["embeddings"], single["embeddings"])
+        # 16-image shards vs one pass: the small CNN's convolutions sum up to K = 9 x 64 = 576
+        # terms of both signs and round at ~sqrt(K) = 24 units of their outputs' last place
+        # (ATen's kernels, oneDNN off: up to 2e-6 of the embeddings' scale seen): 1e-4
+        assert_whole_close(rank["embeddings"], single["embeddings"], rel=1e-4)
         assert torch.equal(rank["labels"], single["labels"])
         assert rank["metrics"].keys() == single["metrics"].keys()
         for k, v in single["metrics"].items():
