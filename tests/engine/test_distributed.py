@@ -3,6 +3,7 @@ batch: losses, gradients and method state of one training step; evaluation; whol
 ``dmlkit train --devices 2``; and a resume with a different number of ranks."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -28,7 +29,14 @@ from dmlkit.engine.seed import seed_everything
 from dmlkit.engine.train import build_components
 from dmlkit.evaluation.extract import extract_sharded
 from dmlkit.models.embedding_model import build_model
-from numeric import assert_close_scaled, assert_trees_close
+from numeric import (
+    CONV_REL,
+    F32_REL,
+    assert_trees_close,
+    assert_whole_close,
+    batch_sum_scale,
+    magnitude,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,14 +86,17 @@ def one_iteration(case):
         f"method.{k}": v for k, v in method.named_parameters()}
     torch.manual_seed(99)  # miners draw (distance-weighted negatives): the same on every rank
     steps = []
-    for losses in method.steps(model, batches, 0):
-        for p in params.values():
-            p.grad = None
-        losses["loss"].backward()
-        process_group.average_gradients(list(params.values()))
-        steps.append({"losses": {k: float(v.detach()) for k, v in losses.items()},
-                      "grads": {k: p.grad.clone() for k, p in params.items()
-                                if p.grad is not None}})
+    with batch_sum_scale(model) as sum_scale:
+        for losses in method.steps(model, batches, 0):
+            for p in params.values():
+                p.grad = None
+            sum_scale[0] = 0.0
+            losses["loss"].backward()
+            process_group.average_gradients(list(params.values()))
+            steps.append({"losses": {k: float(v.detach()) for k, v in losses.items()},
+                          "grads": {k: p.grad.clone() for k, p in params.items()
+                                    if p.grad is not None},
+                          "sum_scale": sum_scale[0]})
     state = {k: v.clone() for k, v in method.state_dict().items()}
     return {"steps": steps, "method_state": state}
 
@@ -128,19 +139,25 @@ def test_one_step_on_two_ranks_equals_one_process_on_the_global_batch(tmp_path, 
     for rank in ranks:
         assert len(rank["steps"]) == len(single["steps"])
         for got, want in zip(rank["steps"], single["steps"], strict=True):
-            assert got["losses"].keys() == want["losses"].keys()
-            for k, v in want["losses"].items():
-                assert got["losses"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+            # the logged terms of the step at one scale; a count of mined triplets equal
+            counts = {k for k in want["losses"] if k.endswith("_triplets")}
+            assert {k: got["losses"][k] for k in counts} == {k: want["losses"][k] for k in counts}
+            assert_trees_close({k: v for k, v in got["losses"].items() if k not in counts},
+                               {k: v for k, v in want["losses"].items() if k not in counts},
+                               rel=1e-4)
             assert len(want["grads"]) > 4
-            # one scale for all gradients of the step: a bias whose true gradient is 0 (MDR's
-            # mean-distance scaling is translation invariant) holds only rounding noise
-            assert_trees_close(got["grads"], want["grads"], rel=2e-4)
-        got, want = rank["method_state"], single["method_state"]
-        exact = {k for k, v in want.items() if not v.is_floating_point()}  # e.g. MDR's flag
-        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in exact)
-        assert_trees_close({k: v for k, v in got.items() if k not in exact},
-                           {k: v for k, v in want.items() if k not in exact}, rel=1e-5)
-    # the ranks hold the same averaged gradients: their optimizer steps stay in lock-step
+            # one scale for all gradients of the step. They are sums over the batch (12 + 12 on
+            # the ranks, 24 in one process) and round at the scale of those sums' terms: a bias
+            # whose true gradient is 0 (MDR is translation invariant) holds noise of its
+            # per-sample terms' size (~50x the step's largest gradient under MDR), and a sum of
+            # N terms rounds ~sqrt(N) times as much as one
+            scale = max(magnitude(*want["grads"].values()), want["sum_scale"])
+            assert_trees_close(got["grads"], want["grads"], scale=scale,
+                               rel=F32_REL * math.sqrt(BASE["train.batch_size"]))
+        # one scale for the method's state; integer state (e.g. MDR's flag) equal
+        assert_trees_close(rank["method_state"], single["method_state"], rel=1e-5)
+    # the ranks hold the same averaged gradients, bitwise by construction (two ranks: a + b
+    # and b + a are the same float): their optimizer steps stay in lock-step
     for a, b in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):
         assert all(torch.equal(a["grads"][k], b["grads"][k]) for k in a["grads"])
 
@@ -159,7 +176,8 @@ def test_evaluation_on_two_ranks_equals_one_process(tmp_path):
     ranks = on_two_ranks(tmp_path, "evaluation")
     for rank in ranks:
         assert rank["embeddings"].shape == single["embeddings"].shape == (101, 16)
-        assert_close_scaled(rank["embeddings"], single["embeddings"])
+        # 16-image shards vs one pass: two kernel paths through the small CNN
+        assert_whole_close(rank["embeddings"], single["embeddings"], rel=CONV_REL)
         assert torch.equal(rank["labels"], single["labels"])
         assert rank["metrics"].keys() == single["metrics"].keys()
         for k, v in single["metrics"].items():
@@ -197,10 +215,9 @@ def dmlkit_train(root, name, *extra):
 
 
 def assert_same_run(a, b, metric_tol=1e-4):
-    wa, wb = load_weights(a / "model.safetensors"), load_weights(b / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for k in wa:  # each weight tensor at its own scale
-        assert_close_scaled(wa[k], wb[k], rel=1e-4, msg=k)
+    # one scale, the model's: a bias of ~1e-5 next to weights of ~0.1 is rounding noise
+    assert_trees_close(load_weights(b / "model.safetensors"), load_weights(a / "model.safetensors"),
+                       rel=1e-4)
     ma = json.loads((a / "metrics.json").read_text())["final"]
     mb = json.loads((b / "metrics.json").read_text())["final"]
     for k, v in ma.items():
@@ -288,7 +305,7 @@ def test_guided_targets_are_computed_once_and_shared_by_the_ranks(tmp_path):
     masters = list((tmp_path / "cache" / "guided-masters").glob("*/master.safetensors"))
     assert len(masters) == 1  # the second run read the first one's master
     a, b = (load_weights(tmp_path / name / "targets/master.safetensors") for name in ("one", "two"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # one file, read twice: bitwise
     # 2-d student embeddings: float-noise weight differences can swap one near-tied neighbour
     assert_same_run(tmp_path / "one", tmp_path / "two", metric_tol=0.01)
 

@@ -14,7 +14,7 @@ from dmlkit.engine.checkpoint import CheckpointFolder, load_state
 from dmlkit.engine.precision import MixedPrecisionView, inference_view, training_view
 from dmlkit.engine.train import train
 from dmlkit.models.embedding_model import build_model
-from numeric import assert_close_scaled
+from numeric import assert_whole_close
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,8 +42,11 @@ def test_bf16_forward_hands_float32_to_the_losses(output):
     assert emb.dtype == torch.float32 and {v.dtype for v in heads.values()} == {torch.float32}
     emb.sum().backward()
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in m.parameters())
-    with torch.no_grad():  # close to the float32 forward
-        torch.testing.assert_close(emb, m(x), atol=0.1, rtol=0.05)
+    # close to the float32 forward: bf16 rounds every layer's output to 8 bits (unit roundoff
+    # u = 2^-9 = 2e-3 of the activations' scale), and train-mode BatchNorm over 6 samples
+    # divides by their spread: up to ~6u of the embeddings' scale seen, allowed 0.1 = 50u
+    with torch.no_grad():
+        assert_whole_close(emb, m(x), rel=0.1)
 
 
 def smoke(tmp_path, *overrides):
@@ -98,5 +101,7 @@ def test_evaluation_embeds_with_the_training_precision(tmp_path, monkeypatch, ch
     assert not m.training  # the view took the model's mode, extraction restored it
     got, _ = extract_embeddings(seen[0], data.test.query, 64)
     assert got.dtype == torch.float32 and not torch.equal(got, want)
-    assert_close_scaled(got, want, rel=2e-2)
+    # bf16 (unit roundoff u = 2^-9 = 2e-3) at every layer, eval mode: up to ~4u of the
+    # embeddings' scale seen, allowed 0.05 = 25u
+    assert_whole_close(got, want, rel=5e-2)
     assert inference_view(m, "fp32", torch.device("cpu")) is m  # fp32: the model itself

@@ -8,7 +8,7 @@ from torch import nn
 
 from dmlkit.config import LossConfig, MDRConfig, MethodConfig, PartsConfig
 from dmlkit.methods.composed import ComposedMethod
-from numeric import assert_close_scaled
+from numeric import assert_close_scaled, assert_whole_close, magnitude
 
 CLASSES = np.array([9, 3, 7])  # non-contiguous, unsorted class ids
 DIM = 6
@@ -61,7 +61,7 @@ def test_step_loss_is_the_pml_loss_on_the_mined_triplets(model, batch):
     per = [max(float((e[a] - e[p]).norm() - (e[a] - e[n]).norm()) + 0.1, 0.0)
            for a, p, n in zip(*(t.tolist() for t in triplets), strict=True)]
     nonzero = [v for v in per if v > 0]
-    assert out["loss"].item() == pytest.approx(sum(nonzero) / len(nonzero), rel=1e-5)
+    assert_whole_close(out["loss"], sum(nonzero) / len(nonzero))
 
 
 def test_proxy_loss_uses_contiguous_labels(model, batch):
@@ -173,17 +173,17 @@ def test_full_composition_sums_every_part_in_its_step():
     heads = model.embed_heads(images)
     phi_c = heads["embedding"]
     expected_distill = (phi_c - method.guided.targets[index]).norm(dim=1).mean()
-    assert_close_scaled(first["distill"], expected_distill)
+    scale = magnitude(*first.values())  # the terms of one step share its scale
+    assert_close_scaled(first["distill"], expected_distill, scale=scale)
     assert_close_scaled(first["decorrelation_class"],
-                        method.sharing.decorrelation(phi_c, heads["shared"]))
+                        method.sharing.decorrelation(phi_c, heads["shared"]), scale=scale)
     assert set(first) == {"metric_loss", "mdr", "distill", "decorrelation_class", "loss"}
     total = (0.7 * first["metric_loss"] + 0.5 * first["mdr"] + 0.2 * first["distill"]
              + 3.0 * first["decorrelation_class"])
-    assert_close_scaled(first["loss"], total)
+    assert_close_scaled(first["loss"], total, scale=scale)
     assert first["mdr"] > 0 and first["distill"] > 0
     assert set(second) == {"shared_loss", "decorrelation_shared", "shared_triplets", "loss"}
-    assert_close_scaled(second["loss"],
-                        second["shared_loss"] + 3.0 * second["decorrelation_shared"])
+    assert_whole_close(second["loss"], second["shared_loss"] + 3.0 * second["decorrelation_shared"])
     names = [g["name"] for g in method.param_groups(1e-3, 0.0)]
     assert names == ["mdr", "regressor", "shared_loss"]  # the triplet loss has no parameters
     assert {"mdr.regularizer.mu", "sharing.decorrelation.regressor.0.weight"} <= \
@@ -198,9 +198,10 @@ def test_mdr_on_the_shared_head_goes_to_the_shared_step():
     assert "mdr" not in first and "mdr" in second
     phi_s = model.embed_heads(batches["shared"][0])["shared"].detach()
     reg = _full(mdr_head="shared").mdr.regularizer  # fresh statistics: this batch's own
-    assert_close_scaled(second["mdr"], reg(phi_s))
+    scale = magnitude(second["loss"], second["shared_loss"], second["mdr"])  # the step's terms
+    assert_close_scaled(second["mdr"], reg(phi_s), scale=scale)
     assert_close_scaled(second["loss"], second["shared_loss"] + 3.0 *
-                        second["decorrelation_shared"] + 0.5 * second["mdr"])
+                        second["decorrelation_shared"] + 0.5 * second["mdr"], scale=scale)
 
 
 def test_combined_step_is_the_sum_of_both_steps():
@@ -209,7 +210,7 @@ def test_combined_step_is_the_sum_of_both_steps():
     two = list(separate.steps(model, _streams(separate), 0))
     torch.manual_seed(2)
     (one,) = combined.steps(model, _streams(combined), 0)
-    assert_close_scaled(one["loss"], two[0]["loss"] + two[1]["loss"])
+    assert_whole_close(one["loss"], two[0]["loss"] + two[1]["loss"])
 
 
 @pytest.mark.parametrize("loss_weight,parts,message", [

@@ -12,7 +12,7 @@ import pytest
 from dmlkit import config
 from dmlkit.base.run_dir import RunDir
 from dmlkit.engine.train import train
-from numeric import assert_close_scaled
+from numeric import assert_whole_close
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "runs_v1"
 # NMI / AMI come from a k-means clustering (faiss) whose assignments flip with tiny changes of
@@ -42,7 +42,8 @@ def test_v1_run_retrains_to_the_same_results(name, tmp_path):
     got = run.read_json("metrics.json")
     with (run.path / "metrics.csv").open() as f:
         (row,) = csv.DictReader(f)
-    assert_close_scaled(float(row["train_loss"]), expected["train_loss"], rel=2e-3)
+    # a whole run retrained: the epoch's mean loss, 2e-3 of itself (another machine's kernels)
+    assert_whole_close(float(row["train_loss"]), expected["train_loss"], rel=2e-3)
     finals = sorted(k for k in expected if k.startswith("final"))
     assert finals == sorted(k for k in got if k.startswith("final"))
     for k in finals:

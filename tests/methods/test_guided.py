@@ -29,7 +29,7 @@ from dmlkit.methods.composed import ComposedMethod
 from dmlkit.methods.guided import GuidedPart
 from dmlkit.models.embedding_model import build_model
 from dmlkit.models.multi_branch_master import MultiBranchMaster
-from numeric import assert_close_scaled
+from numeric import assert_close_scaled, assert_whole_close, magnitude
 
 CPU = torch.device("cpu")
 DIGITS = DataConfig(name="digits", protocol="closed_set", image_size=28, max_per_class=8)
@@ -101,12 +101,14 @@ def test_prepare_trains_the_master_once_and_reuses_it(data, tmp_path, calls):
     with torch.no_grad():
         for i in (0, n // 2, n - 1):
             emb, _ = master(master_images[i][0][None], torch.tensor([labels[i]]))
-            torch.testing.assert_close(first.guided.targets[i], emb[0])
+            # one image alone vs in a batch: rounding at the scale of all the targets
+            assert_close_scaled(first.guided.targets[i], emb[0], msg=str(i),
+                                scale=magnitude(first.guided.targets))
 
     second = _guided(data)
     second.prepare(None, data, tmp_path, CPU)
     assert (len(train), len(compute)) == (1, 1)
-    assert torch.equal(second.guided.targets, first.guided.targets)
+    assert torch.equal(second.guided.targets, first.guided.targets)  # read back: bitwise
 
     # another master config: trained again, new targets
     third = _guided(data, master_raw_pixels=False)
@@ -137,6 +139,7 @@ def test_runs_share_a_cached_master_and_their_rng_continues_alike(data, tmp_path
         return method.guided.targets, torch.rand(3)
 
     (targets_a, after_a), (targets_b, after_b) = prepared("a"), prepared("b")
+    # one cached master, its targets computed twice in this process: bitwise
     assert len(train) == 1 and torch.equal(targets_a, targets_b)
     assert torch.equal(after_a, after_b)
     assert not (tmp_path / "a" / "master").exists()
@@ -167,7 +170,7 @@ def test_student_step_regresses_targets_by_sample_index_without_labels(data):
     emb = model(images)
     expected = np.mean([(emb[k] - method.guided.targets[i]).norm().item()
                         for k, i in enumerate(index.tolist())])
-    assert out["loss"].item() == pytest.approx(expected, rel=1e-6)
+    assert_whole_close(out["loss"], expected)
     assert torch.equal(out["loss"], out["distill"])
     out["loss"].backward()
     assert model.weight.grad.abs().sum() > 0
@@ -225,7 +228,8 @@ def test_teacher_run_gives_the_targets(data, tmp_path):
     assert (tmp_path / "student" / "targets" / "teacher.safetensors").is_file()
     with torch.no_grad():
         expected = teacher(torch.stack([data.train_eval[i][0] for i in range(3)]))
-    assert_close_scaled(method.guided.targets[:3], expected, rel=1e-4)
+    assert_close_scaled(method.guided.targets[:3], expected, rel=1e-4,
+                        scale=magnitude(method.guided.targets))
 
 
 def test_mismatched_dims_are_config_errors(data, tmp_path):
@@ -369,5 +373,5 @@ def test_master_training_reads_batches_and_the_loss_once_per_epoch(data, monkeyp
     assert reads == ["__float__", "__float__"]  # one per epoch
     assert label_devices and set(label_devices) == {"cpu"}
     assert got_log == want_log and len(got_log) == 2
-    for key, value in want.state_dict().items():
+    for key, value in want.state_dict().items():  # same kernels, same inputs: bitwise
         assert torch.equal(got.state_dict()[key], value), key

@@ -14,6 +14,7 @@ from dmlkit.methods.guided_targets import (
     weights_hash,
 )
 from dmlkit.models.multi_branch_master import MultiBranchMaster
+from numeric import assert_close_scaled, assert_whole_close, magnitude
 
 CLASSES = [4, 1, 8]
 CONFIG = {"classes": CLASSES, "in_channels": 1, "image_size": 28, "out_dim": 2}
@@ -53,7 +54,8 @@ def test_master_targets_route_each_image_through_its_branch(master, data):
     with torch.no_grad():
         for i, y in enumerate(labels):
             ref = master.head(master.branches[CLASSES.index(y)](x[i : i + 1]))
-            torch.testing.assert_close(targets[i : i + 1], ref)
+            # one image alone vs in a batch of 3: rounding at the scale of all the targets
+            assert_close_scaled(targets[i : i + 1], ref, scale=magnitude(targets), msg=str(i))
 
 
 def test_master_targets_from_dataset_and_transform(master, data):
@@ -163,7 +165,7 @@ def test_any_model_as_teacher_without_labels(tmp_path, data):
     assert (tmp_path / "targets" / "teacher.safetensors").exists()
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     with torch.no_grad():
-        torch.testing.assert_close(targets, teacher.eval()(x))  # eval mode: running BN stats
+        assert_whole_close(targets, teacher.eval()(x))  # eval mode: running BN stats
     # the student stage needs only images and targets
     student = torch.zeros(10, 4, requires_grad=True)
     EmbeddingDistillationLoss()(student, targets).backward()

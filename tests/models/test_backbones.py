@@ -10,7 +10,7 @@ from dmlkit.errors import ConfigError
 from dmlkit.models.backbones import build_backbone, torchvision_weights
 from dmlkit.models.embedding_model import build_model
 from dmlkit.models.heads import EmbeddingHead, NormalizedFeatures
-from numeric import assert_close_scaled
+from numeric import assert_whole_close
 
 
 @pytest.mark.parametrize("name,channels,size", [
@@ -50,7 +50,7 @@ def test_two_heads_and_concatenated_retrieval():
     heads = model.embed_heads(x)
     assert set(heads) == {"embedding", "shared"} and heads["shared"].shape == (3, 4)
     expected = torch.cat([F.normalize(heads["embedding"], dim=1), heads["shared"]], dim=1)
-    assert_close_scaled(model(x), expected)
+    assert_whole_close(model(x), expected)
 
 
 def test_freeze_bn_keeps_running_statistics():
@@ -125,7 +125,7 @@ def test_mlp_head_is_linear_relu_linear():
     head = EmbeddingHead(16, 8, "raw", hidden=12)
     v, w = head.mlp[0], head.linear
     expected = torch.relu(x @ v.weight.T + v.bias) @ w.weight.T + w.bias
-    assert_close_scaled(head(x), expected)
+    assert_whole_close(head(x), expected)
     cfg = ModelConfig(backbone="small_cnn", head={"dim": 8, "hidden": 12})
     assert build_model(cfg, 1).heads["embedding"].mlp[0].out_features == 12
     assert EmbeddingHead(16, 8).mlp is None  # the linear head keeps its parameter names
@@ -134,7 +134,7 @@ def test_mlp_head_is_linear_relu_linear():
 def test_normalized_features_are_unit_rows_in_the_same_direction():
     x = torch.randn(4, 10) * 7
     out = NormalizedFeatures()(x)
-    assert_close_scaled(out, x / x.norm(dim=1, keepdim=True))
+    assert_whole_close(out, x / x.norm(dim=1, keepdim=True))
 
 
 def test_frozen_backbone_takes_no_gradient_and_stays_in_eval_mode():
@@ -150,4 +150,4 @@ def test_frozen_backbone_takes_no_gradient_and_stays_in_eval_mode():
     with torch.no_grad():
         features = model.backbone(x)
     cached = copy.deepcopy(model).freeze_backbone(cached=True)
-    assert_close_scaled(cached(features), model(x))
+    assert_whole_close(cached(features), model(x))

@@ -10,6 +10,7 @@ from dmlkit.errors import CheckpointError, DataError
 from dmlkit.models import bn_inception as bni
 from dmlkit.models.backbones import build_backbone
 from dmlkit.models.embedding_model import build_model
+from numeric import assert_whole_close
 
 # Convolutions of the published checkpoint bn_inception-52deb4733.pth: name, in, out, kernel, as
 # defined in Cadene's pretrainedmodels/models/bninception.py (vendored by the official MDR code as
@@ -73,7 +74,7 @@ def test_features_are_global_averages_of_a_7x7_map(size):
         fmap, out = net.feature_map(x), net(x)
     assert net.feature_dim == 1024 and fmap.shape == (2, 1024, 7, 7) and out.shape == (2, 1024)
     expected = F.avg_pool2d(fmap, 7).flatten(1)
-    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-6 * expected.abs().max().item())
+    assert_whole_close(out, expected)
 
 
 def test_gray_input_adapts_the_stem():

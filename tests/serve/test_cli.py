@@ -10,7 +10,7 @@ from dmlkit.cli.app import app
 from dmlkit.serve.embeddings_file import load_embeddings_file
 from dmlkit.serve.image_listing import list_images
 from dmlkit.serve.load import load_run
-from numeric import assert_close_scaled
+from numeric import assert_whole_close
 
 
 def invoke(*args):
@@ -36,7 +36,7 @@ def test_embed_writes_embeddings_labels_and_paths(run_dir, digits_folder, tmp_pa
     listing = list_images(digits_folder)
     assert f.paths == listing.relative and f.labels.tolist() == listing.labels.tolist()
     expected = load_run(run_dir).embed(listing.paths, progress=False)
-    assert_close_scaled(f.embeddings, expected)
+    assert_whole_close(f.embeddings, expected)
     assert f.meta["fingerprint"] == load_run(run_dir).fingerprint
 
 
