@@ -32,6 +32,7 @@ from torchvision.transforms.v2 import functional as F
 from dmlkit.base import process_group
 from dmlkit.base.atomic_write import atomic_write_bytes, atomic_writer
 from dmlkit.base.progress import bar
+from dmlkit.data.workers import one_line_errors
 from dmlkit.errors import DataError
 
 FORMAT = 1  # bump when the file layout or the key's meaning changes
@@ -168,7 +169,7 @@ def build(folder: Path, key: str, images: Dataset, num_workers: int, name: str) 
     row, offset = 0, 0
     with bar(f"caching {n} images of {name}", n) as advance, \
             atomic_writer(folder / f"{key}.u8") as f:
-        for batch in loader:
+        for batch in one_line_errors(loader):
             for pixels in batch:
                 offsets[row], shapes[row] = offset, pixels.shape
                 f.write(pixels.tobytes())

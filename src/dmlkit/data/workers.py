@@ -1,4 +1,5 @@
-"""How many DataLoader worker processes a dataset gets (``data.num_workers``), and their prefetch.
+"""How many DataLoader worker processes a dataset gets (``data.num_workers``), their prefetch,
+and their errors as one line.
 
 Workers pay off where each sample costs real CPU time (decoding and transforming image files):
 ``auto`` gives such a dataset every core but one (the training process's) of this process's
@@ -9,8 +10,14 @@ than it saves, so ``auto`` gives them none.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from torch.utils.data import Dataset, Subset
+
+from dmlkit.errors import DmlkitError
+
+T = TypeVar("T")
 
 
 def resolve_workers(setting: int | str, on_disk: bool, cores: int, ranks: int = 1) -> int:
@@ -61,3 +68,15 @@ def prefetch_factor(workers: int) -> int | None:
     [None, 4, 2, 2]
     """
     return None if workers == 0 else max(2, -(-4 // workers))
+
+
+def one_line_errors(batches: Iterable[T]) -> Iterator[T]:
+    """``batches``, where a DmlkitError raised in a DataLoader worker (which torch hands back
+    with the worker's traceback prepended) is raised again with its own one-line message."""
+    try:
+        yield from batches
+    except DmlkitError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1 and "DataLoader worker" in lines[0]:
+            raise type(e)(lines[-1].split(": ", 1)[-1]) from None
+        raise
