@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +94,9 @@ class DmlkitGroup(TyperGroup):
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        # dmlkit refuses every image PIL warns about as too large (data/image_open.py): the
+        # warning would only repeat the error's line
+        warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except typer.TyperException as e:  # typer's own click: usage errors

@@ -32,6 +32,7 @@ from torchvision.transforms.v2 import functional as F
 from dmlkit.base import process_group
 from dmlkit.base.atomic_write import atomic_write_bytes, atomic_writer
 from dmlkit.base.progress import bar
+from dmlkit.data.image_open import open_image
 from dmlkit.errors import DataError
 
 FORMAT = 1  # bump when the file layout or the key's meaning changes
@@ -39,14 +40,12 @@ FORMAT = 1  # bump when the file layout or the key's meaning changes
 
 def decode(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
     """The RGB image of file ``path``; a JPEG decoded at the smallest of 1/8, 1/4, 1/2 or full
-    scale that keeps both sides >= ``draft`` (width, height) when it is given."""
-    try:
-        with Image.open(path) as im:
-            if draft is not None and im.format == "JPEG":
-                im.draft("RGB", draft)
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot decode image {path}: {e}") from e
+    scale that keeps both sides >= ``draft`` (width, height) when it is given. DataError (one
+    line) if it cannot be decoded or is over the pixel limit (`open_image`)."""
+    with open_image(path) as im:
+        if draft is not None and im.format == "JPEG":
+            im.draft("RGB", draft)
+        return im.convert("RGB")
 
 
 def shrink(image: Image.Image, size: int | None) -> Image.Image:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dmlkit.base.progress import bar
 from dmlkit.data.dataset import ImageDataset
+from dmlkit.data.image_open import open_image
 from dmlkit.errors import DataError
 
 ImageItem = str | Path | Image.Image | torch.Tensor
@@ -59,11 +60,10 @@ def to_channels(image: Image.Image | torch.Tensor, channels: int) -> Image.Image
 
 
 def _open(path: Path, channels: int) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot decode image {path}: {e}") from None
+    """The image of file ``path`` in ``channels``; DataError naming it if it cannot be decoded
+    or is over the pixel limit (`open_image`)."""
+    with open_image(path) as im:
+        return im.convert("L" if channels == 1 else "RGB")
 
 
 def _uint8_batch(x: torch.Tensor | np.ndarray) -> torch.Tensor:
