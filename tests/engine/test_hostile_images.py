@@ -33,3 +33,13 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monke
     code, out, err = cli(monkeypatch, capsys, "datasets", "--describe", "folder", "--root",
                          str(root))
     assert code == 0 and str(big) in out and "Traceback" not in out + err
+
+
+def test_skipped_unreadable_images_are_counted(tmp_path, monkeypatch, capsys):
+    root = image_folder(tmp_path / "images", ("broken.png", b"\x89PNG not really"))
+    code, out, err = train_folder(monkeypatch, capsys, tmp_path, root, "--set",
+                                  "data.on_bad_image=skip")
+    assert code == 0, err
+    [line] = [x for x in out.splitlines() if "on_bad_image" in x]
+    assert line.startswith("warning: folder: data.on_bad_image=skip dropped 1 of 34 images as "
+                           f"unreadable, first: unreadable image {root / 'a' / 'broken.png'}")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmlkit.config import DataConfig
@@ -40,7 +39,8 @@ class DataBundle:
     named in ``data.stream_transforms`` (see `stream`). ``train_eval``: the training images
     under the eval transform. With ``model.freeze_backbone`` the engine replaces ``train``
     and the evaluation sets by `FeatureDataset` s of cached features (``train_eval`` stays
-    images: a teacher's input).
+    images: a teacher's input). ``warnings``: what the run should say before training (how
+    many unreadable images ``data.on_bad_image=skip`` dropped).
     """
 
     splits: Splits
@@ -51,6 +51,7 @@ class DataBundle:
     test: EvalData
     in_channels: int
     image_size: int | None
+    warnings: list[str] = field(default_factory=list)  # lines for the run's console
 
     def stream(self, name: str) -> ImageDataset | FeatureDataset:
         """The training set as the method stream ``name`` sees it (its own transform if any)."""
@@ -80,7 +81,7 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
     from the files), at ``data.image_cache_size`` (default: `cache_size` of the run's
     transforms). Image files are checked (`check_images`) unless a cache of all of them exists:
     it decoded every one; the unreadable ones dropped (``data.on_bad_image=skip``) are counted in
-    a warning. Unless every transform gives one size (`fixed_size`), images of different sizes
+    ``warnings``. Unless every transform gives one size (`fixed_size`), images of different sizes
     are refused here, in one line naming a file (`require_one_size`), not when a batch cannot be
     stacked.
     """
@@ -97,14 +98,14 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
     cached = catalog.paths is not None and cache_folder is not None and (
         cfg.image_cache is True or (cfg.image_cache == "auto" and cache_fits(
             len(catalog.paths), size, cache_folder)))
-    cache = None
+    cache, notes = None, []
     if cached:
         cache = ImageCache.find(cache_folder, catalog.name, catalog.paths, size, cfg.jpeg_draft)
     sizes = None if cache is None else cache.shapes[:, 1::-1]
     if catalog.paths is not None and cache is None:
         checked = check_images(catalog, on_error=cfg.on_bad_image)
         if checked.skipped:
-            warnings.warn(checked.summary(), stacklevel=2)
+            notes.append(checked.summary())
         catalog, sizes = checked.catalog, checked.sizes
     if sizes is not None and not all(map(fixed_size, transforms)):
         require_one_size(catalog.name, catalog.paths, sizes)
@@ -145,4 +146,5 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
         test=eval_data(splits.test),
         in_channels=channels,
         image_size=cfg.image_size,
+        warnings=notes,
     )

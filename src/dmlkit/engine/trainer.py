@@ -115,6 +115,8 @@ class Trainer(Checkpointing):
                 isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             self.warn("BatchNorm statistics are per rank here (SyncBatchNorm needs CUDA): "
                       "training differs from one process unless model.freeze_bn=true")
+        for line in data.warnings:
+            self.warn(line)
         skipped = getattr(self.samplers.get("class"), "skipped_classes", ())
         if len(skipped):
             ids = ", ".join(str(c) for c in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
