@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from dmlkit.base import process_group
 from dmlkit.base.atomic_write import atomic_write_bytes, atomic_writer
 from dmlkit.base.progress import bar
 from dmlkit.data.image_open import open_image
+from dmlkit.data.workers import worker_error
 from dmlkit.errors import DataError
 
 FORMAT = 1  # bump when the file layout or the key's meaning changes
@@ -167,13 +168,21 @@ def build(folder: Path, key: str, images: Dataset, num_workers: int, name: str) 
     row, offset = 0, 0
     with bar(f"caching {n} images of {name}", n) as advance, \
             atomic_writer(folder / f"{key}.u8") as f:
-        for batch in loader:
+        for batch in _batches(loader):
             for pixels in batch:
                 offsets[row], shapes[row] = offset, pixels.shape
                 f.write(pixels.tobytes())
                 row, offset = row + 1, offset + pixels.size
             advance(len(batch))
     atomic_write_bytes(folder / f"{key}.npz", _npz(offsets=offsets, shapes=shapes))
+
+
+def _batches(loader: DataLoader) -> Iterator[list]:
+    """The loader's batches; a DataError of a worker with its own one-line message."""
+    try:
+        yield from loader
+    except DataError as e:
+        raise worker_error(e) from None
 
 
 def _as_list(batch: list) -> list:

@@ -12,6 +12,8 @@ import os
 
 from torch.utils.data import Dataset, Subset
 
+from dmlkit.errors import DmlkitError
+
 
 def resolve_workers(setting: int | str, on_disk: bool, cores: int, ranks: int = 1) -> int:
     """``data.num_workers`` as a number: an int stays; ``auto`` is, for an on-disk dataset, this
@@ -61,3 +63,12 @@ def prefetch_factor(workers: int) -> int | None:
     [None, 4, 2, 2]
     """
     return None if workers == 0 else max(2, -(-4 // workers))
+
+
+def worker_error(error: DmlkitError) -> DmlkitError:
+    """``error`` with its own one-line message: one raised in a DataLoader worker comes back
+    with the worker's traceback prepended by torch (others are returned as they are)."""
+    lines = str(error).strip().splitlines()
+    if len(lines) > 1 and "DataLoader worker" in lines[0]:
+        return type(error)(lines[-1].split(": ", 1)[-1])
+    return error

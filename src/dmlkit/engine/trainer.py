@@ -39,7 +39,7 @@ from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.data.seeded_batches import SeededBatches
 from dmlkit.data.transforms import split_to_float
-from dmlkit.data.workers import loader_workers, prefetch_factor
+from dmlkit.data.workers import loader_workers, prefetch_factor, worker_error
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.evaluate import evaluate_model
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
@@ -64,10 +64,7 @@ def _drawn(iterators: list) -> Iterator[tuple]:
     try:
         yield from zip(*iterators, strict=False)
     except DmlkitError as e:
-        lines = str(e).strip().splitlines()
-        if len(lines) > 1 and "DataLoader worker" in lines[0]:
-            raise type(e)(lines[-1].split(": ", 1)[-1]) from None
-        raise
+        raise worker_error(e) from None
 
 
 class Trainer(Checkpointing):

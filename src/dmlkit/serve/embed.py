@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from dmlkit.base.progress import bar
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.image_open import open_image
+from dmlkit.data.workers import worker_error
 from dmlkit.errors import DataError
 
 ImageItem = str | Path | Image.Image | torch.Tensor
@@ -167,11 +168,7 @@ def embed_images(
                 out.append(model(batch.to(device)).float().cpu())
                 advance(len(batch))
     except DataError as e:
-        lines = str(e).strip().splitlines()
-        if len(lines) == 1:
-            raise
-        # re-raised from a DataLoader worker with its traceback: keep the one-line message
-        raise DataError(lines[-1].removeprefix(f"{DataError.__module__}.DataError: ")) from None
+        raise worker_error(e) from None
     finally:
         model.train(was_training)
     return torch.cat(out)
