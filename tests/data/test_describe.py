@@ -21,7 +21,7 @@ def test_size_stats_of_files(tmp_path):
     stats = d["image_stats"]
     assert stats["sampled"] == 5 and stats["unreadable"] == 1 and stats["modes"] == {"RGB": 4}
     [line] = stats["unreadable_files"]
-    assert line.startswith(f"{tmp_path / 'k1/9.png'}: ") and "identify" in line
+    assert str(tmp_path / "k1/9.png") in line and "identify" in line
     assert stats["width"] == {"min": 10, "median": 25.0, "max": 50}
     assert stats["height"] == {"min": 10, "median": 25.0, "max": 40}
     assert describe_catalog(load_folder(tmp_path), sample_images=2)["image_stats"]["sampled"] == 2

@@ -369,10 +369,10 @@ def test_skip_nonfinite_gives_up_when_a_whole_epoch_is_non_finite(tmp_path, monk
 # ----------------------------------------------------------------- hostile inputs, one line
 
 
-def png(path, seed):
+def png(path, seed, size=8):
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
 
 
 def image_folder(root, bad=None):

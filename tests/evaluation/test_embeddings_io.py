@@ -104,3 +104,27 @@ def test_unreadable_files(tmp_path: Path) -> None:
     np.savez(tmp_path / "ok.npz", embeddings=EMB, labels=LABELS)
     with pytest.raises(EvaluationError, match=r"only used with \.npy"):
         load_embeddings(tmp_path / "ok.npz", tmp_path / "y.npy")
+
+
+def test_labels_stay_exact(tmp_path: Path) -> None:
+    """2^53 and 2^53 + 1 are two classes (float64 would merge them); labels beyond int64
+    (1e19, 2e19) are two classes too, not one INT64_MIN."""
+    big = [9007199254740992, 9007199254740993, 9007199254740992, 9007199254740993]
+    rows = [f"{y}," + ",".join(str(v) for v in e) for y, e in zip(big, EMB, strict=True)]
+    (tmp_path / "big.csv").write_text("\n".join(rows) + "\n")
+    assert load_embeddings(tmp_path / "big.csv")[1].tolist() == big
+    (tmp_path / "big.txt").write_text("\n".join(map(str, big)) + "\n")
+    np.save(tmp_path / "e.npy", EMB)
+    assert load_embeddings(tmp_path / "e.npy", tmp_path / "big.txt")[1].tolist() == big
+    huge = ["1e19", "2e19", "1e19", "3.0"]
+    lines = ["d0,label,d1,d2"] + [f"{e[0]},{y},{e[1]},{e[2]}" for y, e in zip(huge, EMB,
+                                                                           strict=True)]
+    (tmp_path / "huge.csv").write_text("\n".join(lines) + "\n")
+    emb, labels, _ = load_embeddings(tmp_path / "huge.csv")
+    assert labels.tolist() == [1, 2, 1, 0] and np.allclose(emb, EMB, rtol=1e-6)
+    np.savez(tmp_path / "huge.npz", embeddings=EMB, labels=np.array([1e19, 2e19, 1e19, 3.0]))
+    assert load_embeddings(tmp_path / "huge.npz")[1].tolist() == [1, 2, 1, 0]
+    named = ["label,d0,d1,d2"] + [f"{y},{e[0]},{e[1]},{e[2]}"
+                                  for y, e in zip(["cat", "dog", "cat", "ant"], EMB, strict=True)]
+    (tmp_path / "named.csv").write_text("\n".join(named) + "\n")
+    assert load_embeddings(tmp_path / "named.csv")[1].tolist() == [1, 2, 1, 0]

@@ -6,6 +6,8 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from cli_output import message_lines
+from data.fixtures import write_png_header
 from dmlkit.cli.app import app
 from dmlkit.serve.embeddings_file import load_embeddings_file
 from dmlkit.serve.image_listing import list_images
@@ -145,3 +147,18 @@ def test_piped_result_lines_are_not_wrapped(run_dir, tmp_path):
     assert res.exit_code == 0, res.output
     lines = [line for line in res.stdout.splitlines() if line.startswith("wrote")]
     assert len(lines) == 1 and "max |exported - eager|" in lines[0]
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("size", [(12000, 12000), (30000, 30000)])
+def test_images_over_the_pixel_limit_are_one_line(run_dir, flat_index, digits_folder, tmp_path,
+                                                  size):
+    folder = tmp_path / "g"
+    shutil.copytree(digits_folder, folder)
+    big = write_png_header(folder / "0" / "big.png", size)
+    for args in (["embed", run_dir, folder, "-o", tmp_path / "e.npz"],
+                 ["index", run_dir, folder, "-o", tmp_path / "g.index"],
+                 ["search", flat_index, big]):
+        res = invoke(*args, "--no-progress")
+        assert res.exit_code == 2 and f"image {big} is " in res.output, res.output
+        assert len(message_lines(res.output)) == 1 and "Traceback" not in res.output

@@ -4,6 +4,8 @@
 ``interrupted`` (stopped by a signal; resumable), ``failed`` (with the error's first line) or
 ``finished`` (``metrics.json`` and the final weights are written). It is written atomically.
 A ``running`` state whose process is gone (on this host) reads as ``interrupted`` (killed);
+one recorded on another host stays ``running`` (`RunState.elsewhere`: ``train --resume --force``
+takes it over);
 run directories from before state files read as ``finished`` with ``metrics.json``, else
 ``interrupted``.
 """
@@ -68,6 +70,12 @@ class RunState:
 
     state: State
     message: str = ""
+    host: str | None = None  # the recording process's host, while ``running``
+
+    @property
+    def elsewhere(self) -> bool:
+        """``running`` under a process on another host: whether it lives cannot be seen here."""
+        return self.state == "running" and self.host not in (None, platform.node())
 
 
 def _alive(pid: int) -> bool:
@@ -173,7 +181,8 @@ class RunDir:
         if (state == "running" and isinstance(pid, int) and pid > 0
                 and data.get("host") == platform.node() and not _alive(pid)):
             return RunState("interrupted", f"its process ({pid}) ended without finishing")
-        return RunState(state, message)
+        host = data.get("host") if state == "running" else None
+        return RunState(state, message, host if isinstance(host, str) else None)
 
     @property
     def config_path(self) -> Path:

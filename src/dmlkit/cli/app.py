@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +94,9 @@ class DmlkitGroup(TyperGroup):
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        # dmlkit refuses every image PIL warns about as too large (data/image_open.py): the
+        # warning would only repeat the error's line
+        warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except typer.TyperException as e:  # typer's own click: usage errors
@@ -141,7 +145,7 @@ def _relaunch(devices: int, command: list[str]) -> None:
                                  *command])
 
 
-def _train_here(cfg, resume: Path | None, out: Console = console):
+def _train_here(cfg, resume: Path | None, out: Console = console, force: bool = False):
     """`dmlkit.engine.train.train` in this process (one rank of a launch, or the only one),
     reporting on ``out``; other ranks train silently. Leaves the process group afterwards."""
     from dmlkit.engine import distributed
@@ -150,7 +154,7 @@ def _train_here(cfg, resume: Path | None, out: Console = console):
     try:
         return run_train(cfg, resume=resume,
                          console=out if _is_rank0() else Console(quiet=True),
-                         notify=lambda line: err_console.print(line, markup=False))
+                         notify=lambda line: err_console.print(line, markup=False), force=force)
     finally:
         distributed.shutdown()
 
@@ -164,6 +168,9 @@ def train(
              "may extend it)")] = None,
     devices: Annotated[int, typer.Option(
         min=1, help="processes on this machine (torchrun; one per GPU, gloo on CPU)")] = 1,
+    force: Annotated[bool, typer.Option(
+        help="with --resume: take over a run still marked running by a process on another "
+             "host (make sure that process is gone)")] = False,
     as_json: JsonOpt = False,
 ):
     """Train a model; writes runs/NAME/ and prints the test metrics (untrained vs trained).
@@ -176,6 +183,8 @@ def train(
 
     if resume is None and not config:
         raise DmlkitError("train needs a CONFIG (preset or YAML file) or --resume RUN_DIR")
+    if force and resume is None:
+        raise ConfigError("--force applies to --resume RUN_DIR only")
     if resume is not None and config:
         raise ConfigError(f"--resume continues {resume} with its own config: drop {config!r} "
                           "(--set train.epochs=N may extend it)")
@@ -191,10 +200,11 @@ def train(
         args = [config] if config else []
         args += [x for s in set_ or [] for x in ("--set", s)]
         args += ["--resume", str(resume)] if resume is not None else []
+        args += ["--force"] if force else []
         args += ["--json"] if as_json else []
         _relaunch(devices, ["train", *args])
         return
-    run = _train_here(cfg, resume, report_console(as_json))
+    run = _train_here(cfg, resume, report_console(as_json), force)
     if not _is_rank0():
         return
     results = run.read_json("metrics.json")

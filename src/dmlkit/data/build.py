@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmlkit.config import DataConfig
@@ -11,9 +11,15 @@ from dmlkit.data.catalog import Catalog
 from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.feature_dataset import FeatureDataset
 from dmlkit.data.image_cache import ImageCache, cache_fits
+from dmlkit.data.image_check import check_images, require_one_size
 from dmlkit.data.registry import load_catalog
 from dmlkit.data.splits import EvalSplit, Splits, make_splits
-from dmlkit.data.transforms import build_batch_transform, build_transform, first_resize
+from dmlkit.data.transforms import (
+    build_batch_transform,
+    build_transform,
+    first_resize,
+    fixed_size,
+)
 from dmlkit.data.workers import available_cores, resolve_workers
 
 
@@ -33,7 +39,8 @@ class DataBundle:
     named in ``data.stream_transforms`` (see `stream`). ``train_eval``: the training images
     under the eval transform. With ``model.freeze_backbone`` the engine replaces ``train``
     and the evaluation sets by `FeatureDataset` s of cached features (``train_eval`` stays
-    images: a teacher's input).
+    images: a teacher's input). ``warnings``: what the run should say before training (how
+    many unreadable images ``data.on_bad_image=skip`` dropped).
     """
 
     splits: Splits
@@ -44,6 +51,7 @@ class DataBundle:
     test: EvalData
     in_channels: int
     image_size: int | None
+    warnings: list[str] = field(default_factory=list)  # lines for the run's console
 
     def stream(self, name: str) -> ImageDataset | FeatureDataset:
         """The training set as the method stream ``name`` sees it (its own transform if any)."""
@@ -72,7 +80,10 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
     read from its `ImageCache` in ``cache_folder`` (``<run.cache_dir>/images``; None: decoded
     from the files), at ``data.image_cache_size`` (default: `cache_size` of the run's
     transforms). Image files are checked (`check_images`) unless a cache of all of them exists:
-    it decoded every one.
+    it decoded every one; the unreadable ones dropped (``data.on_bad_image=skip``) are counted in
+    ``warnings``. Unless every transform gives one size (`fixed_size`), images of different sizes
+    are refused here, in one line naming a file (`require_one_size`), not when a batch cannot be
+    stacked.
     """
     catalog = load_catalog(cfg.name, cfg.root, cfg.download, **cfg.options)
     channels = _channels(catalog)
@@ -82,18 +93,22 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
     stream_tfs = {stream: (name, build_transform(name, True, cfg.image_size, channels,
                                                  cfg.crop_ratio))
                   for stream, name in cfg.stream_transforms.items()}
-    size = cfg.image_cache_size or cache_size(
-        [train_tf, eval_tf, *(tf for _, tf in stream_tfs.values())])
+    transforms = [train_tf, eval_tf, *(tf for _, tf in stream_tfs.values())]
+    size = cfg.image_cache_size or cache_size(transforms)
     cached = catalog.paths is not None and cache_folder is not None and (
         cfg.image_cache is True or (cfg.image_cache == "auto" and cache_fits(
             len(catalog.paths), size, cache_folder)))
-    cache = None
+    cache, notes = None, []
     if cached:
         cache = ImageCache.find(cache_folder, catalog.name, catalog.paths, size, cfg.jpeg_draft)
+    sizes = None if cache is None else cache.shapes[:, 1::-1]
     if catalog.paths is not None and cache is None:
-        from dmlkit.data.image_check import check_images
-
-        catalog, _ = check_images(catalog, on_error=cfg.on_bad_image)
+        checked = check_images(catalog, on_error=cfg.on_bad_image)
+        if checked.skipped:
+            notes.append(checked.summary())
+        catalog, sizes = checked.catalog, checked.sizes
+    if sizes is not None and not all(map(fixed_size, transforms)):
+        require_one_size(catalog.name, catalog.paths, sizes)
     if cached and cache is None:
         workers = resolve_workers(cfg.num_workers, True, available_cores())
         cache = ImageCache.open(cache_folder, catalog.name, catalog.paths, size,
@@ -131,4 +146,5 @@ def build_data(cfg: DataConfig, seed: int = 0, cache_folder: Path | None = None)
         test=eval_data(splits.test),
         in_channels=channels,
         image_size=cfg.image_size,
+        warnings=notes,
     )

@@ -29,6 +29,7 @@ from dmlkit.data.catalog import SPLITS, Catalog
 from dmlkit.data.download import file_digest, safe_extract
 from dmlkit.data.folder import load_folder
 from dmlkit.data.image_check import default_workers
+from dmlkit.data.image_open import open_image
 from dmlkit.data.layout import dataset_dir, download_into
 from dmlkit.errors import DataError
 
@@ -152,14 +153,9 @@ def decode_images(paths: list[Path], workers: int | None = None,
     Every image must have the size of the first; errors name the offending file. ``describe``
     shows a progress bar over the images on stderr.
     """
-    from PIL import Image
-
     def read(path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot decode image {path}: {e}") from e
+        with open_image(path) as im:
+            return np.asarray(im.convert("RGB"))
 
     first = read(paths[0])
     out = np.empty((len(paths), *first.shape), dtype=np.uint8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dmlkit.data.catalog import Catalog
+from dmlkit.errors import DataError
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
@@ -15,8 +16,8 @@ def image_stats(catalog: Catalog, sample_images: int = 200, seed: int = 0) -> di
     """Width and height (min / median / max) and modes of the images.
 
     In-memory images share one shape; files are read (headers only) for a seeded sample of
-    ``sample_images`` of them; unreadable files are counted and listed (``unreadable_files``:
-    "path: reason").
+    ``sample_images`` of them; unreadable files and files over the pixel limit (`open_image`)
+    are counted and listed (``unreadable_files``: a line naming each).
     """
     if catalog.images is not None:
         n, h, w, c = catalog.images.shape
@@ -26,19 +27,18 @@ def image_stats(catalog: Catalog, sample_images: int = 200, seed: int = 0) -> di
             "height": _stats(np.array([h])),
             "modes": {"L" if c == 1 else "RGB" if c == 3 else f"{c} channels": n},
         }
-    from PIL import Image
+    from dmlkit.data.image_open import open_image
 
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.permutation(len(catalog))[: max(0, sample_images)])
     sizes, modes, unreadable = [], {}, []
     for i in pick:
         try:
-            with Image.open(catalog.paths[i]) as im:
+            with open_image(catalog.paths[i]) as im:
                 sizes.append(im.size)
                 modes[im.mode] = modes.get(im.mode, 0) + 1
-        except (OSError, ValueError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            unreadable.append(f"{catalog.paths[i]}: {reason}")
+        except DataError as e:  # names the file
+            unreadable.append(str(e).splitlines()[0])
     out: dict = {"sampled": len(pick), "unreadable": len(unreadable),
                  "unreadable_files": unreadable, "modes": modes}
     if sizes:

@@ -4,10 +4,10 @@
 resized (bilinear, as torchvision's ``Resize(size)``: aspect kept) so that it is ``size``;
 the uint8 H x W x 3 pixels of all images lie back to back in ``<key>.u8`` and their offsets
 and shapes in ``<key>.npz``, under ``<run.cache_dir>/images``. ``key`` is the sha256 of the
-dataset name, the files (path, size, modification time), ``size``, the JPEG draft flag and
-`FORMAT`: another image set or size gives another file; the same one, from any later run,
-fold or trial, is read through a memory map and no image is decoded again. Both files are
-written atomically, the index last (a file without its index is never read).
+dataset name, the files (path, size, modification time, inode: `file_stats`), ``size``, the
+JPEG draft flag and `FORMAT`: another image set or size gives another file; the same one,
+from any later run, fold or trial, is read through a memory map and no image is decoded again.
+Both files are written atomically, the index last (a file without its index is never read).
 
 What changes numerically: the transform's first resize acts on the pre-resized image (one
 bilinear resize of the original to ``size``, then the transform's), not on the original.
@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,23 +31,23 @@ from torchvision.transforms.v2 import functional as F
 
 from dmlkit.base import process_group
 from dmlkit.base.atomic_write import atomic_write_bytes, atomic_writer
+from dmlkit.base.file_stats import file_stats
 from dmlkit.base.progress import bar
-from dmlkit.data.workers import one_line_errors
+from dmlkit.data.image_open import open_image
+from dmlkit.data.workers import worker_error
 from dmlkit.errors import DataError
 
-FORMAT = 1  # bump when the file layout or the key's meaning changes
+FORMAT = 2  # bump when the file layout or the key's meaning changes (2: inodes in the key)
 
 
 def decode(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
     """The RGB image of file ``path``; a JPEG decoded at the smallest of 1/8, 1/4, 1/2 or full
-    scale that keeps both sides >= ``draft`` (width, height) when it is given."""
-    try:
-        with Image.open(path) as im:
-            if draft is not None and im.format == "JPEG":
-                im.draft("RGB", draft)
-            return im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot decode image {path}: {e}") from e
+    scale that keeps both sides >= ``draft`` (width, height) when it is given. DataError (one
+    line) if it cannot be decoded or is over the pixel limit (`open_image`)."""
+    with open_image(path) as im:
+        if draft is not None and im.format == "JPEG":
+            im.draft("RGB", draft)
+        return im.convert("RGB")
 
 
 def shrink(image: Image.Image, size: int | None) -> Image.Image:
@@ -76,13 +76,10 @@ def cache_fits(images: int, size: int | None, folder: Path) -> bool:
 
 
 def cache_key(name: str, paths: Sequence[Path], size: int | None, draft: bool) -> str:
-    """sha256 naming the cache of ``paths`` (their sizes and modification times included)."""
-    files = []
-    for p in paths:
-        st = Path(p).stat()
-        files.append([str(p), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"format": FORMAT, "dataset": name, "files": files, "size": size,
-                       "draft": draft}).encode()
+    """sha256 naming the cache of ``paths`` (their `file_stats`: path, size, modification
+    time and inode)."""
+    blob = json.dumps({"format": FORMAT, "dataset": name, "files": file_stats(paths),
+                       "size": size, "draft": draft}).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -169,13 +166,21 @@ def build(folder: Path, key: str, images: Dataset, num_workers: int, name: str) 
     row, offset = 0, 0
     with bar(f"caching {n} images of {name}", n) as advance, \
             atomic_writer(folder / f"{key}.u8") as f:
-        for batch in one_line_errors(loader):
+        for batch in _batches(loader):
             for pixels in batch:
                 offsets[row], shapes[row] = offset, pixels.shape
                 f.write(pixels.tobytes())
                 row, offset = row + 1, offset + pixels.size
             advance(len(batch))
     atomic_write_bytes(folder / f"{key}.npz", _npz(offsets=offsets, shapes=shapes))
+
+
+def _batches(loader: DataLoader) -> Iterator[list]:
+    """The loader's batches; a DataError of a worker with its own one-line message."""
+    try:
+        yield from loader
+    except DataError as e:
+        raise worker_error(e) from None
 
 
 def _as_list(batch: list) -> list:

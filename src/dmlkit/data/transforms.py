@@ -171,6 +171,20 @@ def first_resize(transform: Callable | None) -> FirstResize | None:
     return FirstResize(tuple(int(s) for s in ops[0].size))
 
 
+def fixed_size(transform: Callable | None) -> bool:
+    """Whether ``transform`` (a `build_transform` result) gives every image one size, whatever
+    the size it gets: it resizes to (h, w), or crops to a size (center or random resized crop).
+
+    >>> fixed_size(build_transform("small", False)), fixed_size(build_transform("small", False, 8))
+    (False, True)
+    >>> fixed_size(build_transform("sharing", True)), fixed_size(build_transform("mlrc", False))
+    (True, True)
+    """
+    ops = getattr(transform, "transforms", [transform])
+    return any((isinstance(op, v2.Resize) and len(op.size) == 2)
+               or isinstance(op, v2.CenterCrop | v2.RandomResizedCrop) for op in ops)
+
+
 def build_batch_transform(
     name: str, train: bool, image_size: int | None = None, channels: int | None = None
 ) -> BatchTransform | None:

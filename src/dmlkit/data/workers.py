@@ -10,14 +10,10 @@ than it saves, so ``auto`` gives them none.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
 
 from torch.utils.data import Dataset, Subset
 
 from dmlkit.errors import DmlkitError
-
-T = TypeVar("T")
 
 
 def resolve_workers(setting: int | str, on_disk: bool, cores: int, ranks: int = 1) -> int:
@@ -70,13 +66,10 @@ def prefetch_factor(workers: int) -> int | None:
     return None if workers == 0 else max(2, -(-4 // workers))
 
 
-def one_line_errors(batches: Iterable[T]) -> Iterator[T]:
-    """``batches``, where a DmlkitError raised in a DataLoader worker (which torch hands back
-    with the worker's traceback prepended) is raised again with its own one-line message."""
-    try:
-        yield from batches
-    except DmlkitError as e:
-        lines = str(e).strip().splitlines()
-        if len(lines) > 1 and "DataLoader worker" in lines[0]:
-            raise type(e)(lines[-1].split(": ", 1)[-1]) from None
-        raise
+def worker_error(error: DmlkitError) -> DmlkitError:
+    """``error`` with its own one-line message: one raised in a DataLoader worker comes back
+    with the worker's traceback prepended by torch (others are returned as they are)."""
+    lines = str(error).strip().splitlines()
+    if len(lines) > 1 and "DataLoader worker" in lines[0]:
+        return type(error)(lines[-1].split(": ", 1)[-1])
+    return error

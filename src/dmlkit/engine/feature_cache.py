@@ -4,10 +4,11 @@ The backbone's features of a set of images are computed once, in eval mode with 
 transform, and written to ``<run.cache_dir>/features/<key>.safetensors`` (default cache dir:
 ``<run.root>/cache``; atomically; read back through safetensors' memory map). ``key`` is the
 sha256 of everything the features depend on: the image set (dataset name, labels, pixels or
-file paths: ``training_set_key``), the backbone (name and a digest of its weights and
-buffers), the eval transform, image size, input channels and whether it runs batched on the
-device. Any change gives another key (the features are recomputed); the same key, from any
-later run, fold, trial or method, reads the file and touches no image.
+the files' path, size, modification time and inode: ``training_set_key``), the backbone (name
+and a digest of its weights and buffers), the eval transform, image size, input channels and
+whether it runs batched on the device. Any change gives another key (the features are
+recomputed); the same key, from any later run, fold, trial or method, reads the file and
+touches no image.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from rich.console import Console
 from dmlkit.base import process_group
 from dmlkit.base.files import first_line
 from dmlkit.base.progress import phase
-from dmlkit.base.run_dir import STATE_FILE, RunDir
+from dmlkit.base.run_dir import STATE_FILE, RunDir, RunState
 from dmlkit.config import Config
 from dmlkit.data.build import DataBundle, build_data
 from dmlkit.engine import distributed
@@ -22,6 +22,7 @@ from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.engine.preflight import check_new_run, resumed_config
 from dmlkit.engine.seed import resolve_device, seed_everything
 from dmlkit.engine.trainer import Trainer
+from dmlkit.engine.trainer_checkpoints import EditedConfig
 from dmlkit.errors import CheckpointError, ConfigError
 from dmlkit.methods.base import Method
 from dmlkit.methods.build import build_method
@@ -30,13 +31,15 @@ from dmlkit.models.run_model import method_heads
 
 
 def train(cfg: Config | None, resume: Path | None = None, console: Console | None = None,
-          notify: Callable[[str], None] | None = None) -> RunDir:
+          notify: Callable[[str], None] | None = None, force: bool = False) -> RunDir:
     """config -> data -> model -> method -> Trainer.fit -> run directory.
 
     With ``resume`` training continues from the run's newest complete checkpoint (mid-epoch
     ones included), exactly where it stopped, with ``cfg`` from `resumed_config` (None: the
     run's own config); the number of ranks may differ from the run's (the state is global,
-    not per rank).
+    not per rank). A run still marked ``running`` is refused, except, with ``force``, one
+    recorded by a process on another host (`RunState.elsewhere`: whether it lives cannot be
+    seen from here; the user says it is gone).
 
     ``notify(line)`` (rank 0) hears the run directory as soon as it is created. Its state
     (`RunDir.state`) kept: ``running``, then ``finished``, ``interrupted`` (a signal, also
@@ -72,9 +75,8 @@ def train(cfg: Config | None, resume: Path | None = None, console: Console | Non
     else:
         run = RunDir(Path(resume))
         now = process_group.broadcast_object(run.state() if place.is_main else None)
-        if now.state == "running":
-            raise CheckpointError(f"{run.path} is being trained by another process "
-                                  f"({now.message or 'see its state.json'})")
+        if now.state == "running" and not (force and now.elsewhere):
+            raise CheckpointError(busy(run, now))
         if place.is_main:
             if cfg != run.read_config():
                 run.write_config(cfg)
@@ -87,6 +89,9 @@ def train(cfg: Config | None, resume: Path | None = None, console: Console | Non
     except TrainingInterrupted as e:
         _mark(run, place.is_main, "interrupted", str(e), after=e)
         raise
+    except EditedConfig as e:  # refused before any training: the run stays as it was
+        _mark(run, place.is_main, now.state, now.message, after=e)
+        raise
     except KeyboardInterrupt:  # outside the training loop's own stop handling
         message = (f"stopped by SIGINT before the end of {run.path}; continue with: "
                    f"dmlkit train --resume {run.path}")
@@ -98,6 +103,15 @@ def train(cfg: Config | None, resume: Path | None = None, console: Console | Non
         raise
     _mark(run, place.is_main, "finished")
     return run
+
+
+def busy(run: RunDir, now: RunState) -> str:
+    """Why a ``running`` run cannot be resumed (one line), with the way out if there is one."""
+    who = now.message or "see its state.json"
+    if now.elsewhere:
+        return (f"{run.path} is marked running ({who}), on another host: if that process is "
+                f"gone, continue it with dmlkit train --resume {run.path} --force")
+    return f"{run.path} is being trained by another process ({who})"
 
 
 def check_ranks(cfg: Config, world_size: int) -> None:

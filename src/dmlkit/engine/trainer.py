@@ -39,7 +39,7 @@ from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.data.seeded_batches import SeededBatches
 from dmlkit.data.transforms import split_to_float
-from dmlkit.data.workers import loader_workers, one_line_errors, prefetch_factor
+from dmlkit.data.workers import loader_workers, prefetch_factor, worker_error
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.evaluate import evaluate_model
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
@@ -50,7 +50,7 @@ from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
 from dmlkit.engine.step import BadStep, Stepper
 from dmlkit.engine.tracking.tracker import Tracker
 from dmlkit.engine.trainer_checkpoints import Checkpointing, empty_epoch
-from dmlkit.errors import ConfigError, TrainingError
+from dmlkit.errors import ConfigError, DmlkitError, TrainingError
 from dmlkit.methods.base import Method
 from dmlkit.models.heads import NormalizedFeatures
 
@@ -59,8 +59,12 @@ MAX_LISTED = 100  # skipped steps listed in metrics.json
 
 
 def _drawn(iterators: list) -> Iterator[tuple]:
-    """One batch of every stream per iteration (a worker's error as one line)."""
-    return one_line_errors(zip(*iterators, strict=False))
+    """One batch of every stream per iteration. A DmlkitError raised in a DataLoader worker
+    comes back with the worker's traceback prepended by torch: keep its own one-line message."""
+    try:
+        yield from zip(*iterators, strict=False)
+    except DmlkitError as e:
+        raise worker_error(e) from None
 
 
 class Trainer(Checkpointing):
@@ -108,6 +112,8 @@ class Trainer(Checkpointing):
                 isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             self.warn("BatchNorm statistics are per rank here (SyncBatchNorm needs CUDA): "
                       "training differs from one process unless model.freeze_bn=true")
+        for line in data.warnings:
+            self.warn(line)
         skipped = getattr(self.samplers.get("class"), "skipped_classes", ())
         if len(skipped):
             ids = ", ".join(str(c) for c in skipped[:10]) + (", ..." if len(skipped) > 10 else "")

@@ -7,13 +7,44 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from dmlkit.base import process_group
 from dmlkit.base.atomic_write import WriteError, atomic_write_bytes
 from dmlkit.base.files import first_line
+from dmlkit.config import Config, dotted, from_dict
 from dmlkit.engine.seed import cuda_rng_state, rng_state, set_rng_state
 from dmlkit.errors import CheckpointError
+
+# where a run's files are, not what it trains: may change between a checkpoint and its resume
+FREE_KEYS = ("run.", "train.epochs")
+
+
+class EditedConfig(CheckpointError):
+    """The run's config.yaml was edited after its checkpoint was written (`check_config`)."""
+
+
+def check_config(cfg: Config, saved: str | None, run: Path, checkpoint: Path) -> None:
+    """EditedConfig (one line naming the keys) if ``cfg`` differs from the config ``saved``
+    (JSON) in the checkpoint in anything but `FREE_KEYS` (``train.epochs`` is checked by
+    `resumed_config`): the checkpoint's optimizer, scheduler and method state belong to the
+    config it was trained with, so an edit would be silently overruled (the checkpoint's
+    learning rate wins) or half applied. Checkpoints from before configs were saved in them
+    are not checked."""
+    if saved is None:
+        return
+    old = dotted(from_dict(json.loads(saved)).to_dict())
+    new = dotted(cfg.to_dict())
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k) != new.get(k) and not k.startswith(FREE_KEYS))
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise EditedConfig(
+            f"--resume: {run / 'config.yaml'} was edited after {checkpoint.name}: {shown}{more}; "
+            "a run continues with the config it was trained with: undo the edit, or start a "
+            "new run with it")
 
 
 def empty_epoch() -> dict:
@@ -42,6 +73,7 @@ class Checkpointing:
             "method": self.method.state_dict(),
             "rng": rng or rng_state(device=self.device),
             "results": dict(self.results),
+            "config": json.dumps(self.cfg.to_dict()),  # what `check_config` compares
         }
 
     def save_checkpoint(self) -> Path:
@@ -80,6 +112,7 @@ class Checkpointing:
             self._trim_metrics()
             return
         path, state, weights = found
+        check_config(self.cfg, state.get("config"), self.run.path, path)
         try:
             self.model.load_state_dict(weights)
             self.method.load_state_dict(state["method"])

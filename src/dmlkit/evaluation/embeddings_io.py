@@ -8,6 +8,11 @@ Formats, by extension:
 - ``.csv``: without a header, the label column then the embedding columns; with a header, the
   column named "label", optional "query_mask" / "is_query" / "is_gallery" columns, and every
   other column is an embedding dimension.
+
+Labels come back as int64, exactly: text labels are parsed as integers (never through float64,
+which would merge 9007199254740992 and 9007199254740993); labels int64 cannot hold (integers
+beyond it such as 1e19, or text labels in a CSV with a header) make each distinct label a class,
+numbered in sorted order (`exact_labels`, `as_int64`).
 """
 
 from __future__ import annotations
@@ -30,8 +35,45 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
+INT64 = (-(2**63), 2**63)  # [low, high)
+
+
+def _integer(cell: str) -> int:
+    """The exact integer a label cell holds (``3``, ``3.0``, ``1e3``); ValueError for text."""
+    try:
+        return int(cell)
+    except ValueError:
+        value = float(cell)
+        if not value.is_integer():  # 1.5, nan, inf
+            raise EvaluationError(f"labels must be integers, not {cell!r}") from None
+        return int(value)
+
+
+def exact_labels(cells: np.ndarray) -> np.ndarray:
+    """Label cells (text) as int64, exactly: integers keep their values when int64 holds them
+    all (never through float64, which merges 2^53 and 2^53 + 1); else each distinct label is a
+    class, numbered in sorted order (integers beyond int64, or text labels)."""
+    cells = np.char.strip(np.asarray(cells, dtype=str))
+    try:
+        values = [_integer(c) for c in cells]
+    except ValueError:  # text: a class per distinct string
+        return np.unique(cells, return_inverse=True)[1].astype(np.int64)
+    if all(INT64[0] <= v < INT64[1] for v in values):
+        return np.array(values, dtype=np.int64)
+    return np.unique(np.array(values, dtype=object), return_inverse=True)[1].astype(np.int64)
+
+
+def as_int64(labels: np.ndarray) -> np.ndarray:
+    """Numeric labels as int64 without a lossy cast: values int64 cannot hold (uint64 above
+    2^63, floats of 2^63 and more) make each distinct label a class, numbered in sorted order."""
+    if labels.size and labels.dtype.kind in "uf" and not (
+            (labels >= INT64[0]) & (labels < INT64[1])).all():
+        return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    return labels.astype(np.int64)
+
+
 def _text_labels(path: Path) -> np.ndarray:
-    return np.loadtxt(path, dtype=np.float64, ndmin=1, delimiter=",")
+    return exact_labels(np.loadtxt(path, dtype=str, ndmin=1, delimiter=","))
 
 
 def _npy(path: Path, labels_path: Path | None) -> dict[str, np.ndarray]:
@@ -56,17 +98,22 @@ def _csv(path: Path) -> dict[str, np.ndarray]:
         header = None
     except ValueError:
         header = [cell.strip() for cell in first]
-    table = np.loadtxt(path, delimiter=",", skiprows=int(header is not None), ndmin=2)
-    if header is None:
-        return {"labels": table[:, 0], "embeddings": table[:, 1:]}
-    if "label" not in header:
+    if header is not None and "label" not in header:
         raise EvaluationError(f"{path}: the header has no 'label' column")
+    at = 0 if header is None else header.index("label")
+    skip = int(header is not None)
+    labels = exact_labels(np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=1, dtype=str,
+                                     usecols=at))
+    table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2,
+                       converters={at: lambda _: 0.0})  # the labels: read exactly above
+    if header is None:
+        return {"labels": labels, "embeddings": table[:, 1:]}
     if len(header) != table.shape[1]:
         raise EvaluationError(f"{path}: {len(header)} header names but {table.shape[1]} columns")
     columns = {name: table[:, i] for i, name in enumerate(header)}
     dims = [i for i, name in enumerate(header) if name != "label" and name not in FLAG_KEYS]
-    arrays = {name: columns[name] for name in ("label", *FLAG_KEYS) if name in columns}
-    arrays["labels"] = arrays.pop("label")
+    arrays = {name: columns[name] for name in FLAG_KEYS if name in columns}
+    arrays["labels"] = labels
     arrays["embeddings"] = table[:, dims]
     return arrays
 
@@ -99,7 +146,7 @@ def _validated(
             if flag.shape != labels.shape or not np.isin(flag, (0, 1)).all():
                 raise EvaluationError(f"{path}: {key} must be {len(labels)} booleans (0/1)")
             extra[key] = flag.astype(bool)
-    return emb, labels.astype(np.int64), extra
+    return emb, as_int64(labels), extra
 
 
 def load_embeddings(

@@ -59,8 +59,12 @@ T = TypeVar("T")
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit L2 norm, ``x / max(||x||, 1e-12)`` (as ``F.normalize``)."""
-    return F.normalize(x, p=2, dim=1)
+    """Rows scaled to unit L2 norm, ``x / max(||x||, 1e-12)`` (as ``F.normalize``), each row
+    first divided by the power of two at or below its largest ``|x|`` (exact): rows of any scale
+    (1e-30, 1e30) neither underflow nor overflow in the norm and give the same unit rows."""
+    top = x.abs().amax(dim=1, keepdim=True) if x.numel() else x[:, :1]
+    _, exponent = torch.frexp(torch.where(top > 0, top, torch.ones_like(top)))
+    return F.normalize(torch.ldexp(x, 1 - exponent), p=2, dim=1)
 
 
 def check_distance(distance: str) -> None:

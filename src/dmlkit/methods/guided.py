@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from dmlkit.base.atomic_write import atomic_write_bytes
+from dmlkit.base.file_stats import file_stats
 from dmlkit.base.files import load_weights, save_weights
 from dmlkit.base.progress import bar, phase
 from dmlkit.config import GuidedConfig, TrainConfig
@@ -66,13 +67,14 @@ def _images(dataset, indices: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def training_set_key(catalog) -> str:
-    """sha256 of a training set's identity: dataset name, labels and images (or file paths)."""
+    """sha256 of a training set's identity: dataset name, labels and images (their pixels, or
+    their files' `file_stats`: a file rewritten or replaced under the same name changes it)."""
     h = hashlib.sha256(catalog.name.encode())
     h.update(np.ascontiguousarray(catalog.labels).tobytes())
     if catalog.images is not None:
         h.update(np.ascontiguousarray(catalog.images).tobytes())
     else:
-        h.update("\n".join(map(str, catalog.paths)).encode())
+        h.update(json.dumps(file_stats(catalog.paths)).encode())
     return h.hexdigest()
 
 

@@ -96,6 +96,13 @@ def check_search_keys(bench: BenchmarkConfig) -> None:
 
 
 RUNNING_POLL_S = 5.0
+STALE_AFTER_S = 3600.0  # a run on another host with no file changed for this long: given up
+
+
+def last_change(path: Path) -> float:
+    """The newest modification time (epoch seconds) of a run directory and the files in it."""
+    return max((p.stat().st_mtime for p in [path, *path.rglob("*")] if p.exists()),
+               default=0.0)
 
 
 def run_or_reuse(cfg: Config, console: Console | None = None,
@@ -105,11 +112,19 @@ def run_or_reuse(cfg: Config, console: Console | None = None,
     Every process that wants the run takes its lock (``<root>/.<name>.lock``) first: workers
     that reach the same configuration train it once, the others wait for it and reuse it (a run
     still ``running`` under a process whose lock is not visible here, e.g. on another host, is
-    waited for too). ``trained`` (if given) gets whether this call trained.
+    waited for, while anything in its directory changes: after `STALE_AFTER_S` without a change
+    a TrainingError says how to take it over). ``trained`` (if given) gets whether this call
+    trained.
     """
     path = Path(cfg.run.root) / cfg.run.name
     with file_lock(path.with_name(f".{path.name}.lock")):
-        while (path / STATE_FILE).is_file() and RunDir(path).state().state == "running":
+        while (path / STATE_FILE).is_file() and (now := RunDir(path).state()).state == "running":
+            idle = time.time() - last_change(path)
+            if now.elsewhere and idle > STALE_AFTER_S:
+                raise TrainingError(
+                    f"{path} is marked running ({now.message}), on another host, and nothing in "
+                    f"it changed for {idle / 60:.0f} min: if that process is gone, continue it "
+                    f"with dmlkit train --resume {path} --force, then run this again")
             time.sleep(RUNNING_POLL_S)
         reused = (path / "metrics.json").is_file()
         if reused:

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from dmlkit.base.progress import bar
 from dmlkit.data.dataset import ImageDataset
+from dmlkit.data.image_open import open_image
+from dmlkit.data.workers import worker_error
 from dmlkit.errors import DataError
 
 ImageItem = str | Path | Image.Image | torch.Tensor
@@ -59,11 +61,10 @@ def to_channels(image: Image.Image | torch.Tensor, channels: int) -> Image.Image
 
 
 def _open(path: Path, channels: int) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot decode image {path}: {e}") from None
+    """The image of file ``path`` in ``channels``; DataError naming it if it cannot be decoded
+    or is over the pixel limit (`open_image`)."""
+    with open_image(path) as im:
+        return im.convert("L" if channels == 1 else "RGB")
 
 
 def _uint8_batch(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -167,11 +168,7 @@ def embed_images(
                 out.append(model(batch.to(device)).float().cpu())
                 advance(len(batch))
     except DataError as e:
-        lines = str(e).strip().splitlines()
-        if len(lines) == 1:
-            raise
-        # re-raised from a DataLoader worker with its traceback: keep the one-line message
-        raise DataError(lines[-1].removeprefix(f"{DataError.__module__}.DataError: ")) from None
+        raise worker_error(e) from None
     finally:
         model.train(was_training)
     return torch.cat(out)

@@ -7,8 +7,8 @@ import html
 import io
 from pathlib import Path
 
-from PIL import Image
-
+from dmlkit.data.image_open import open_image
+from dmlkit.errors import DataError
 from dmlkit.serve.index import Hit
 
 _STYLE = """
@@ -31,10 +31,10 @@ img { width: 128px; height: 128px; object-fit: contain; background: #eee;
 def thumbnail_uri(path: Path, size: int = 128) -> str | None:
     """``data:image/png;base64,...`` of a thumbnail of ``path``, or None if it cannot be read."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im = im.convert("RGB")
             im.thumbnail((size, size))
-    except (OSError, ValueError):
+    except DataError:  # unreadable, or over the pixel limit
         return None
     buf = io.BytesIO()
     im.save(buf, format="PNG")
