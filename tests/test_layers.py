@@ -15,7 +15,7 @@ LAYERS = [
     {"engine"},
     {"methods"},
     {"losses", "miners", "models", "evaluation", "data"},
-    {"base", "config", "errors", "version", "presets"},
+    {"base", "config", "safe_yaml", "errors", "version", "presets"},
 ]
 RANK = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 

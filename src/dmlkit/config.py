@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dmlkit.base import safe_yaml
+from dmlkit import safe_yaml
 from dmlkit.errors import ConfigError
 
 

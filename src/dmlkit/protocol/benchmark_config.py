@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dmlkit.base import safe_yaml
+from dmlkit import safe_yaml
 from dmlkit.config import format_validation_error, yaml_error
 from dmlkit.errors import ConfigError
 from dmlkit.protocol.search import GRACE_S, HEARTBEAT_S, ParamSpec

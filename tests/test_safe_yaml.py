@@ -6,7 +6,7 @@ import time
 import pytest
 
 from dmlkit import config as config_mod
-from dmlkit.base import safe_yaml
+from dmlkit import safe_yaml
 from dmlkit.errors import ConfigError
 from dmlkit.protocol.benchmark_config import load_benchmark_config
 
