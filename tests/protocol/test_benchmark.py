@@ -285,7 +285,8 @@ def test_benchmark_json_is_the_results_file(tmp_path):
     assert doc["results"] == json.loads((tmp_path / "bench" / "results.json").read_text())
     assert Path(doc["report"]["markdown"]).is_file() and Path(doc["report"]["html"]).is_file()
     res = CliRunner().invoke(app, ["benchmark", path, "--stage", "search", "--json"])
-    assert json.loads(res.stdout) == {"benchmark": "tiny", "stage": "search",
+    assert json.loads(res.stdout) == {"schema_version": doc["schema_version"],
+                                      "benchmark": "tiny", "stage": "search",
                                       "storage": doc["storage"]}
 
 
