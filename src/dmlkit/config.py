@@ -353,6 +353,10 @@ class EvalConfig(Section):
     classification: bool = Field(
         False, description="add 1-NN classification accuracy and macro precision/recall/F1"
     )
+    test: bool = Field(
+        True, description="test the model at the end (and, with evaluate_untrained, at "
+        "initialization); benchmark runs skip it: the protocol tests the selected models"
+    )
     evaluate_untrained: bool = Field(
         True, description="also test the model at initialization (and, with a frozen "
         "backbone, its features themselves: pretrained_features)"
