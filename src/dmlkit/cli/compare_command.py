@@ -29,9 +29,8 @@ def compare(
     anchors, and a paired t-test against its baseline with a computed verdict."""
     from dmlkit.cli.consoles import console
     from dmlkit.errors import ConfigError
-    from dmlkit.protocol.compare import compare_json, load_results
+    from dmlkit.protocol.compare import compare_json, compare_markdown, load_results
     from dmlkit.protocol.doc_tables import update_documents
-    from dmlkit.protocol.report.markdown import compare_markdown
 
     if update_docs:
         changed = update_documents(root, check=check)

@@ -16,8 +16,8 @@ from typing import Any
 
 from dmlkit.errors import ConfigError
 from dmlkit.protocol.records import SCHEMA
-from dmlkit.protocol.report.content import Table, cell
 from dmlkit.protocol.statistics import MODES, Estimate, Paired, estimate, paired, seed_values
+from dmlkit.protocol.table import Table, cell, markdown_table
 
 METRIC_NAMES = {"map_at_r": "MAP@R", "precision_at_1": "P@1", "r_precision": "R-Prec",
                 "nmi": "NMI", "ami": "AMI"}
@@ -140,3 +140,8 @@ def compare_json(results: dict[str, Any], metric: str = "map_at_r") -> dict[str,
 
     return {"benchmarks": results["names"], "metric": metric,
             "methods": {m: plain(method_stats(results, m, metric)) for m in results["methods"]}}
+
+
+def compare_markdown(results: dict[str, Any], metric: str = "map_at_r") -> list[str]:
+    """`compare_table` as Markdown lines, then its caption (what ``dmlkit compare`` prints)."""
+    return [*markdown_table(compare_table(results, metric)), "", caption(results, metric)]

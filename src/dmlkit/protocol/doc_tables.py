@@ -18,8 +18,7 @@ import shlex
 from pathlib import Path
 
 from dmlkit.errors import ConfigError
-from dmlkit.protocol.compare import load_results
-from dmlkit.protocol.report.markdown import compare_markdown
+from dmlkit.protocol.compare import compare_markdown, load_results
 
 REGION = re.compile(r"(<!-- compare: (?P<args>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /compare -->)",
                     re.DOTALL)

@@ -4,32 +4,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Table:
-    """A header and rows of text cells; ``bold[i][j]`` marks the best value of a column."""
-
-    header: list[str]
-    rows: list[list[str]]
-    bold: list[list[bool]]
-
-
-def _finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
-
-
-def cell(mean: float | None, half: float | None = None, digits: int = 3) -> str:
-    """``"0.512 ± 0.013"``, ``"0.512"`` without a half-width, ``"-"`` when missing.
-
-    >>> cell(0.5123, 0.0131), cell(0.5), cell(None)
-    ('0.512 ± 0.013', '0.500', '-')
-    """
-    if not _finite(mean):
-        return "-"
-    return f"{mean:.{digits}f}" + ("" if half is None else f" ± {half:.{digits}f}")
+from dmlkit.protocol.table import Table, cell, finite
 
 
 def search_table(results: dict[str, Any]) -> Table:
@@ -42,7 +19,7 @@ def search_table(results: dict[str, Any]) -> Table:
         rows.append([name, cell(search["best_value"]),
                      f"{counts['complete'] + counts['pruned']} ({counts['pruned']})",
                      f"{search['seconds']:.0f}", f"{r['final']['seconds']:.0f}"])
-        values.append(search["best_value"] if _finite(search["best_value"]) else -math.inf)
+        values.append(search["best_value"] if finite(search["best_value"]) else -math.inf)
     bold = [[False, v == max(values) and math.isfinite(v), False, False, False]
             for v in values]
     return Table(["method", "val MAP@R (best trial)", "trials (pruned)", "search (s)",

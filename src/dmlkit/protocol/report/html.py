@@ -7,9 +7,10 @@ import html
 from typing import Any
 
 from dmlkit.protocol.compare import caption, compare_table, comparison
-from dmlkit.protocol.report.content import Table, overview, params_table, search_table
+from dmlkit.protocol.report.content import overview, params_table, search_table
 from dmlkit.protocol.report.figures import Figure
 from dmlkit.protocol.report.markdown import REPORT_METRICS
+from dmlkit.protocol.table import Table
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
