@@ -180,6 +180,7 @@ def test_search_without_validation_is_a_config_error(tmp_path):
     ({"methods": {}}, "methods"),
     ({"folds": 1}, "folds"),
     ({"colour": "red"}, "unknown key 'colour'"),
+    ({"methods": {"a": {"preset": "digits-smoke", "baseline": "b"}}}, "must name another"),
 ])
 def test_bad_benchmark_files_are_config_errors(tmp_path, change, message):
     path = tmp_path / "b.yaml"
@@ -189,15 +190,19 @@ def test_bad_benchmark_files_are_config_errors(tmp_path, change, message):
         load_benchmark_config(str(path))
 
 
-@pytest.mark.parametrize("name, count, dataset", [("fashion-mnist-cpu", 7, "fashion-mnist"),
-                                                  ("cifar10-cpu", 5, "cifar10-jpeg"),
-                                                  ("cifar10-frozen", 7, "cifar10-jpeg")])
-def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset):
+@pytest.mark.parametrize("name, count, dataset, budget", [
+    ("fashion-mnist-cpu", 7, "fashion-mnist", "fashion-mnist-cv"),
+    ("cifar10-cpu", 5, "cifar10-jpeg", "cifar10-cv"),
+    ("cifar10-frozen", 7, "cifar10-jpeg", "cifar10-frozen-cv"),
+    ("digits-mdr", 3, "digits", "digits-cv")])
+def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset, budget):
     assert name in benchmark_names()
     with pytest.raises(ConfigError, match="fashion-mnist-cpu"):
         load_benchmark_config("no-such-benchmark")
     bench = load_benchmark_config(name)
-    assert len(bench.methods) == count and bench.budget == name.replace("-cpu", "") + "-cv"
+    assert len(bench.methods) == count and bench.budget == budget and bench.seeds >= 5
+    for spec in bench.methods.values():  # a declared baseline is another method of the file
+        assert spec.baseline in (None, *bench.methods)
     for method, spec in bench.methods.items():  # every method's fold config validates
         cfg = bm.method_config(bench, method, {}, 1, 0)
         assert cfg.data.name == dataset and cfg.data.protocol == "zero_shot"
