@@ -269,7 +269,9 @@ def run_benchmark(
     out = Path(bench.output)
     url = storage or bench.storage_url
     results_path = out / RESULTS
+    t_start = time.time()
     if stage != "report":
+        env = {**environment(bench.seed), **provenance()}  # "started": now
         check_search_keys(bench)
         out.mkdir(parents=True, exist_ok=True)
         total = sum(search_trials(bench, m) for m in bench.methods) if stage != "final" else 0
@@ -294,7 +296,7 @@ def run_benchmark(
         if stage == "search":
             return out
         results = {"schema": SCHEMA, "benchmark": bench.model_dump(mode="json"),
-                   "environment": {**environment(bench.seed), **provenance()},
+                   "environment": {**env, "wall_s": time.time() - t_start},
                    "methods": methods, "records": records}
         results_path.write_text(dumps(results))
     if not results_path.is_file():
