@@ -127,3 +127,12 @@ def test_a_diverged_model_is_named_as_such(tmp_path):
         train(smoke(tmp_path, "run.name=div", "train.skip_nonfinite=true", "optim.lr=1e30",
                     "train.epochs=1"))
     assert RunDir(tmp_path / "div").state().state == "failed"
+
+
+def test_eval_test_false_skips_every_test_evaluation(tmp_path):
+    """Benchmark runs (eval.test=false) validate but never embed the test split."""
+    run = train(smoke(tmp_path, "eval.test=false", "train.epochs=1", "data.val_fraction=0.4",
+                      "train.eval_every=1"))
+    metrics = run.read_json("metrics.json")
+    assert "best_val" in metrics
+    assert not {"final", "untrained"} & set(metrics)
