@@ -230,7 +230,7 @@ def final_method(
         if seed == 0:
             save_weights({"embeddings": test["embeddings"], "labels": test["labels"]},
                          Path(bench.output) / method / EMBEDDINGS)
-            seed0 = [str(r.path.relative_to(Path(bench.output))) for r in runs]
+            seed0 = [f"{method}/{cfg.run.name}" for cfg in cfgs]
         for k, (cfg, run) in enumerate(zip(cfgs, runs, strict=True)):
             records.append(record(method, "final", seed, k, result["separated"][k],
                                   trial=best.number, config_hash=config_hash(cfg),
