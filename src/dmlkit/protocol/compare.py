@@ -82,7 +82,7 @@ def _ci(e: Estimate | None) -> str:
 def _delta(c: Paired | None) -> str:
     if c is None:
         return "-"
-    p = "-" if c.p is None else f"{c.p:.3f}"
+    p = "-" if c.p is None else f"{c.p:.3g}"
     return f"{c.diff:+.3f} ± {c.half:.3f} (p = {p})"
 
 
