@@ -76,3 +76,14 @@ def test_cli_prints_writes_and_regenerates_marked_regions(tmp_path):
         "<!-- compare: docs/results/x/results.json --metric precision_at_1 -->\n"
         "<!-- /compare -->\n")
     assert CliRunner().invoke(app, check).exit_code == 2
+
+
+def test_bad_region_arguments_are_config_errors(tmp_path):
+    from dmlkit.protocol.doc_tables import region_text
+
+    results_file(tmp_path / "r.json")
+    with pytest.raises(ConfigError, match="--metric needs a value"):
+        region_text("r.json --metric", tmp_path)
+    with pytest.raises(ConfigError, match="give results files"):
+        region_text("--colour red", tmp_path)
+    assert "P@1" not in region_text("r.json", tmp_path)
