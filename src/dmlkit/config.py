@@ -43,7 +43,9 @@ class DataConfig(Section):
         0, ge=0, description="class-disjoint cross-validation folds of the train classes (0: none)"
     )
     fold: int | None = Field(None, ge=0, description="the fold that validates (with folds)")
-    max_per_class: int | None = Field(None, ge=2)
+    max_per_class: int | None = Field(
+        None, ge=2, description="at most this many training images per class and official "
+        "split (seeded); test images are never capped")
     transform: str = "small"
     eval_transform: str | None = Field(
         None, description="a different eval transform preset (default: as training)"
@@ -364,6 +366,10 @@ class EvalConfig(Section):
     )
     classification: bool = Field(
         False, description="add 1-NN classification accuracy and macro precision/recall/F1"
+    )
+    test: bool = Field(
+        True, description="test the model at the end (and, with evaluate_untrained, at "
+        "initialization); benchmark runs skip it: the protocol tests the selected models"
     )
     evaluate_untrained: bool = Field(
         True, description="also test the model at initialization (and, with a frozen "

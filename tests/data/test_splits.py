@@ -49,13 +49,16 @@ def test_validation_classes_are_held_out():
     assert set(s.train.labels) == {0, 1, 2}
 
 
-def test_max_per_class_caps_each_class_in_each_split():
+def test_max_per_class_caps_training_images_of_each_class_in_each_split_never_test():
     s = make_splits(catalog(n_per=10), "zero_shot", all_images=True, max_per_class=4)
     for part in ("train", "test"):
         counts = np.bincount(s.train.labels[s.train.split == part])
         assert counts[counts > 0].tolist() == [4, 4, 4]
+    assert len(s.test.query) == 30  # every image of the 3 test classes
     closed = make_splits(catalog(n_per=10), "closed_set", max_per_class=2)
-    assert len(closed.train) == 12 and len(closed.test.query) == 12
+    assert len(closed.train) == 12 and len(closed.test.query) == 30
+    other_seed = make_splits(catalog(n_per=10), "zero_shot", max_per_class=4, seed=1)
+    assert len(other_seed.test.query) == 15  # the test set does not move with the seed
 
 
 def test_errors():

@@ -180,3 +180,12 @@ def test_full_disk_without_room_for_the_state_says_why(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert "state.json still says running: cannot record 'failed'" in err
     assert "No space left on device" in err
+
+
+def test_eval_test_false_skips_every_test_evaluation(tmp_path):
+    """Benchmark runs (eval.test=false) validate but never embed the test split."""
+    run = train(smoke(tmp_path, "eval.test=false", "train.epochs=1", "data.val_fraction=0.4",
+                      "train.eval_every=1"))
+    metrics = run.read_json("metrics.json")
+    assert "best_val" in metrics
+    assert not {"final", "untrained"} & set(metrics)

@@ -18,7 +18,6 @@ from dmlkit.errors import ConfigError
 from dmlkit.evaluation import evaluate
 from dmlkit.evaluation.extract import extract_embeddings
 from dmlkit.protocol import benchmark as bm
-from dmlkit.protocol.aggregate import mean_ci
 from dmlkit.protocol.benchmark_config import (
     BenchmarkConfig,
     benchmark_names,
@@ -92,34 +91,48 @@ def test_interrupted_study_resumes_and_final_reuses_search_runs(tmp_path, counte
     assert len(counted) == 2 and all(n.startswith("fold") for n in counted)
     results = json.loads((out / "results.json").read_text())
     r = results["methods"]["triplet"]
+    records = results["records"]
     best = study.best_trial
     assert r["search"]["best_trial"] == best.number and r["final"]["params"] == best.params
-    seed0 = r["final"]["seeds"][0]["runs"]
+    assert r["final"]["trial"] == best.number
+    seed0 = [str(out / p) for p in r["final"]["runs"]]
     assert seed0 == [str(out / "triplet" / bm.method_config(bench, "triplet", best.params, k,
                                                                 0).run.name) for k in (0, 1)]
     assert best.value == pytest.approx(
         sum(bm.validation_score(RunDir(Path(p))) for p in seed0) / 2)
+    # one search record per trial and fold, with its validation metrics and provenance
+    search = [x for x in records if x["stage"] == "search"]
+    assert sorted((x["trial"], x["fold"]) for x in search) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(len(x["config_hash"]) == 64 and x["train_s"] > 0 for x in search)
+    assert results["environment"]["torch"] == torch.__version__
+    assert "git_commit" in results["environment"] and "cpu_capability" in results["environment"]
+
+    def final(seed, fold, stage="final"):
+        (hit,) = [x for x in records
+                  if (x["stage"], x["seed"], x["fold"]) == (stage, seed, fold)]
+        return hit["metrics"]
 
     # separated: every fold model alone; concatenated: the normalized embeddings side by side
     embs = []
     for k, path in enumerate(seed0):
         run = load_run(path, "best.safetensors")
-        assert r["final"]["seeds"][0]["separated"][k] == pytest.approx(run.evaluate_test())
+        assert "final" not in RunDir(Path(path)).read_json("metrics.json")  # no own test
+        assert final(0, k) == pytest.approx(
+            {k: v for k, v in run.evaluate_test().items() if isinstance(v, float)})
         q, labels = extract_embeddings(run.model, run.data.test.query)
         embs.append(F.normalize(q, dim=1))
     options = eval_options(run.cfg.eval)
-    assert r["final"]["seeds"][0]["concatenated"] == pytest.approx(
-        evaluate(torch.cat(embs, 1), labels, **options))
-    summary = r["final"]["summary"]
-    models = [m["map_at_r"] for s in r["final"]["seeds"] for m in s["separated"]]
-    assert len(models) == 4
-    assert summary["separated"]["map_at_r"] == pytest.approx(list(mean_ci(models)))
-    concat = [s["concatenated"]["map_at_r"] for s in r["final"]["seeds"]]
-    assert summary["concatenated"]["map_at_r"] == pytest.approx(list(mean_ci(concat)))
-    # the untrained baseline is each seed-0 fold model exactly as it started training
-    for k, path in enumerate(seed0):
-        start = RunDir(Path(path)).read_json("metrics.json")["untrained"]
-        assert r["final"]["untrained"]["separated"][k] == pytest.approx(start)
+    whole = evaluate(torch.cat(embs, 1), labels, **options)
+    assert final(0, None) == pytest.approx({k: v for k, v in whole.items()
+                                            if isinstance(v, float)})
+    assert {x["seed"] for x in records if x["stage"] == "final"} == {0, 1}
+    # the untrained anchor of every seed: each fold model exactly as it started training
+    cfg = bm.method_config(bench, "triplet", best.params, 1, 1)
+    cfg.eval.test, cfg.run.root = True, str(tmp_path / "check")
+    start = bm.train(cfg).read_json("metrics.json")["untrained"]
+    assert final(1, 1, "untrained") == pytest.approx(
+        {k: v for k, v in start.items() if isinstance(v, float)})
+    assert final(1, None, "untrained")["map_at_r"] > 0
     saved = load_weights(out / "triplet" / EMBEDDINGS)
     assert_whole_close(saved["embeddings"], torch.cat(embs, 1))
 
@@ -127,7 +140,7 @@ def test_interrupted_study_resumes_and_final_reuses_search_runs(tmp_path, counte
                  "figures/embedding-map.png", "figures/gallery-triplet.png"):
         assert (out / name).stat().st_size > 500
     report = (out / "report.md").read_text()
-    assert "| triplet |" in report and "untrained MAP@R" in report
+    assert "| triplet |" in report and "untrained concat." in report
 
     counted.clear()  # the CLI re-runs nothing and rewrites the report
     (out / "report.md").unlink()
@@ -167,6 +180,7 @@ def test_search_without_validation_is_a_config_error(tmp_path):
     ({"methods": {}}, "methods"),
     ({"folds": 1}, "folds"),
     ({"colour": "red"}, "unknown key 'colour'"),
+    ({"methods": {"a": {"preset": "digits-smoke", "baseline": "b"}}}, "must name another"),
 ])
 def test_bad_benchmark_files_are_config_errors(tmp_path, change, message):
     path = tmp_path / "b.yaml"
@@ -176,15 +190,19 @@ def test_bad_benchmark_files_are_config_errors(tmp_path, change, message):
         load_benchmark_config(str(path))
 
 
-@pytest.mark.parametrize("name, count, dataset", [("fashion-mnist-cpu", 7, "fashion-mnist"),
-                                                  ("cifar10-cpu", 5, "cifar10-jpeg"),
-                                                  ("cifar10-frozen", 7, "cifar10-jpeg")])
-def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset):
+@pytest.mark.parametrize("name, count, dataset, budget", [
+    ("fashion-mnist-cpu", 7, "fashion-mnist", "fashion-mnist-cv"),
+    ("cifar10-cpu", 5, "cifar10-jpeg", "cifar10-cv"),
+    ("cifar10-frozen", 7, "cifar10-jpeg", "cifar10-frozen-cv"),
+    ("digits-mdr", 3, "digits", "digits-cv")])
+def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset, budget):
     assert name in benchmark_names()
     with pytest.raises(ConfigError, match="fashion-mnist-cpu"):
         load_benchmark_config("no-such-benchmark")
     bench = load_benchmark_config(name)
-    assert len(bench.methods) == count and bench.budget == name.replace("-cpu", "") + "-cv"
+    assert len(bench.methods) == count and bench.budget == budget and bench.seeds >= 5
+    for spec in bench.methods.values():  # a declared baseline is another method of the file
+        assert spec.baseline in (None, *bench.methods)
     for method, spec in bench.methods.items():  # every method's fold config validates
         cfg = bm.method_config(bench, method, {}, 1, 0)
         assert cfg.data.name == dataset and cfg.data.protocol == "zero_shot"
@@ -220,8 +238,8 @@ def test_benchmark_runs_are_logged_one_per_training_run_grouped_by_study(tmp_pat
     assert sorted(r.data.tags[RUN_DIR_TAG] for r in children) == [str(p) for p in trained]
     assert {r.data.tags[PARENT_TAG] for r in children} == {parent.info.run_id}
     for run, path in ((r, Path(r.data.tags[RUN_DIR_TAG])) for r in children):
-        final = json.loads((path / "metrics.json").read_text())["final"]["map_at_r"]
-        assert run.data.metrics["final/map_at_r"] == pytest.approx(final, rel=1e-12)
+        best = json.loads((path / "metrics.json").read_text())["best_val"]["map_at_r"]
+        assert run.data.metrics["best_val/map_at_r"] == pytest.approx(best, rel=1e-12)
         assert (path / "tensorboard").is_dir()
 
 
@@ -317,11 +335,8 @@ def test_frozen_backbone_features_are_computed_once_per_benchmark(tmp_path, monk
     bm.run_benchmark(bench)
     assert len(computed) == searched  # the final stage touched no image
     results = json.loads((out / "results.json").read_text())
-    anchors = [results["methods"][m]["final"]["pretrained_features"] for m in ("linear", "mlp")]
-    assert anchors[0] == anchors[1] and 0 < anchors[0]["map_at_r"] <= 1
-    first_run = RunDir(Path(results["methods"]["linear"]["final"]["seeds"][0]["runs"][0]))
-    trained_with = first_run.read_json("metrics.json")["pretrained_features"]
-    assert trained_with["map_at_r"] == pytest.approx(anchors[0]["map_at_r"])
+    anchors = [x["metrics"] for x in results["records"] if x["stage"] == "pretrained"]
+    assert len(anchors) == 2 and anchors[0] == anchors[1] and 0 < anchors[0]["map_at_r"] <= 1
     report = (out / "report.md").read_text()
-    assert "pretrained features MAP@R" in report
+    assert "pretrained features" in report
     assert f"{anchors[0]['map_at_r']:.3f}" in report

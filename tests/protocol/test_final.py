@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmlkit.protocol.final import ensemble_metrics, summarize
+from dmlkit.protocol.final import ensemble_metrics
 
 
 def brute_force(x: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -42,17 +42,3 @@ def test_concatenated_with_a_separate_reference_set():
     out = ensemble_metrics(q, [0, 1], r, [0, 1], metrics=["precision_at_1"])
     assert [s["precision_at_1"] for s in out["separated"]] == [1.0, 1.0]
     assert out["concatenated"]["precision_at_1"] == 1.0
-
-
-def test_summary_pools_models_for_separated_and_seeds_for_concatenated():
-    seeds = [
-        {"separated": [{"map_at_r": 0.1}, {"map_at_r": 0.3}], "concatenated": {"map_at_r": 0.5}},
-        {"separated": [{"map_at_r": 0.2}, {"map_at_r": 0.4}], "concatenated": {"map_at_r": 0.7}},
-    ]
-    s = summarize(seeds)
-    # t(0.975, 3) = 3.18245, sd([.1, .2, .3, .4]) = 0.129099; t(0.975, 1) = 12.7062, sd = 0.141421
-    assert s["separated"]["map_at_r"] == pytest.approx([0.25, 3.18245 * 0.129099 / 2], rel=1e-4)
-    assert s["concatenated"]["map_at_r"] == pytest.approx([0.6, 12.7062 * 0.141421 / 2 ** 0.5],
-                                                          rel=1e-4)
-    one = summarize(seeds[:1])
-    assert one["concatenated"]["map_at_r"] == [0.5, 0.0]

@@ -22,7 +22,8 @@ from dmlkit.base.run_dir import environment
 from dmlkit.data.build import build_data
 from dmlkit.engine.run_report import write_run_report
 from dmlkit.protocol.benchmark_config import BenchmarkConfig
-from dmlkit.protocol.final import EMBEDDINGS, summarize
+from dmlkit.protocol.final import EMBEDDINGS
+from dmlkit.protocol.records import SCHEMA, record
 from dmlkit.protocol.report import write_report
 from dmlkit.serve.gallery_html import search_page
 from dmlkit.serve.index import Hit
@@ -151,7 +152,7 @@ def fake_results(tmp_path):
     test = build_data(cfg.data).test.query
     labels = torch.as_tensor(test.catalog.labels)
     rng = np.random.default_rng(0)
-    methods = {}
+    methods, records = {}, []
     for i, name in enumerate(bench.methods):
         runs = []
         for k in range(2):
@@ -161,25 +162,26 @@ def fake_results(tmp_path):
             rows = [f"{e},{1 / e:.3f},{0.5 + 0.1 * e - 0.2 * i:.3f}" for e in range(1, 4)]
             (run / "metrics.csv").write_text("epoch,train_loss,val_map_at_r\n" +
                                              "\n".join(rows) + "\n")
-            runs.append(str(run))
+            runs.append(f"{name}/fold{k}")
         centres = rng.normal(size=(10, 8)) * (3.0 if name == "good" else 0.1)
         emb = torch.tensor(centres[labels.numpy()] + rng.normal(size=(len(labels), 8)),
                            dtype=torch.float32)
         save_weights({"embeddings": emb, "labels": labels}, out / name / EMBEDDINGS)
         level = 0.8 if name == "good" else 0.3
-        seeds = [{"seed": s, "runs": runs,
-                  "separated": [{"map_at_r": level + 0.01 * (s + k), "precision_at_1": level}
-                                for k in range(2)],
-                  "concatenated": {"map_at_r": level + 0.05, "precision_at_1": level}}
-                 for s in range(2)]
+        for s in range(2):
+            records += [record(name, "final", s, k, {"map_at_r": level + 0.01 * (s + k),
+                                                     "precision_at_1": level})
+                        for k in range(2)]
+            records.append(record(name, "final", s, None, {"map_at_r": level + 0.05,
+                                                           "precision_at_1": level}))
         methods[name] = {
-            "preset": "digits-smoke", "dataset": "digits",
+            "preset": "digits-smoke", "dataset": "digits", "baseline": None,
             "search": {"counts": {"complete": 2, "pruned": 1}, "best_value": level,
-                       "trials": [{"seconds": 1.5}] * 3},
-            "final": {"params": {"optim.lr": 0.001234}, "seeds": seeds,
-                      "summary": summarize(seeds), "seconds": 2.0}}
-    return {"benchmark": bench.model_dump(mode="json"), "environment": environment(0),
-            "methods": methods}
+                       "seconds": 4.5, "trials": [{"seconds": 1.5}] * 3},
+            "final": {"params": {"optim.lr": 0.001234}, "trial": 0, "runs": runs,
+                      "seconds": 2.0}}
+    return {"schema": SCHEMA, "benchmark": bench.model_dump(mode="json"),
+            "environment": environment(0), "methods": methods, "records": records}
 
 
 def test_report_contents_mark_the_best_method(tmp_path):
@@ -187,13 +189,15 @@ def test_report_contents_mark_the_best_method(tmp_path):
     text = md.read_text()
     good = next(line for line in text.splitlines() if line.startswith("| good |"))
     bad = next(line for line in text.splitlines() if line.startswith("| bad |"))
-    assert "**0.810 ± 0.013**" in good and "**" not in bad.split("|")[2]
-    assert "0.300" in bad and "3 (1)" in good and "optim.lr=0.001234" in text
+    # one value per seed (the mean of its 2 fold models): 0.805, 0.815; t(0.975, 1) = 12.706
+    assert "**0.810 ± 0.064**" in good and "**" not in bad.split("|")[3]
+    assert "| good | **0.800** | 3 (1) | 4 | 2 |" in text  # the search table
+    assert "| bad | 0.300 | 3 (1) |" in text and "optim.lr=0.001234" in text
     for name in ("learning-curves", "embedding-map", "gallery-good", "gallery-bad"):
         assert f"figures/{name}.png" in text
         assert (tmp_path / "report" / "figures" / f"{name}.png").stat().st_size > 1000
     html = page.read_text()
-    assert html.count('src="data:image/png;base64,') == 4 and "<b>0.810 ± 0.013</b>" in html
+    assert html.count('src="data:image/png;base64,') == 4 and "<b>0.810 ± 0.064</b>" in html
     assert "http" not in html.replace("http-equiv", "")  # nothing fetched from elsewhere
 
 

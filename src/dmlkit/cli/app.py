@@ -386,3 +386,7 @@ register_serve_commands(app)
 from dmlkit.cli.benchmark_command import register as register_benchmark_command  # noqa: E402
 
 register_benchmark_command(app)
+
+from dmlkit.cli.compare_command import register as register_compare_command  # noqa: E402
+
+register_compare_command(app)

@@ -42,16 +42,18 @@ class Splits:
     test: EvalSplit
 
 
-def _cap_per_class(cat: Catalog, max_per_class: int | None, seed: int) -> Catalog:
-    """At most ``max_per_class`` images of each class in each official split (seeded)."""
+def _cap_mask(cat: Catalog, max_per_class: int | None, seed: int) -> np.ndarray:
+    """Boolean mask: at most ``max_per_class`` images of each class in each official split
+    (seeded; all True without a cap)."""
     if max_per_class is None:
-        return cat
+        return np.ones(len(cat.labels), dtype=bool)
     rng = np.random.default_rng([seed, max_per_class])
-    keep = [
-        rng.permutation(np.flatnonzero((cat.labels == c) & (cat.split == s)))[:max_per_class]
-        for c in cat.classes for s in np.unique(cat.split)
-    ]
-    return cat.subset(np.sort(np.concatenate(keep)))
+    keep = np.zeros(len(cat.labels), dtype=bool)
+    for c in cat.classes:
+        for s in np.unique(cat.split):
+            keep[rng.permutation(np.flatnonzero((cat.labels == c) & (cat.split == s)))
+                 [:max_per_class]] = True
+    return keep
 
 
 def split_classes(classes: np.ndarray, train_classes: list[int] | None) -> np.ndarray:
@@ -93,7 +95,7 @@ def make_splits(
 ) -> Splits:
     """Cut a catalog into train / val / test following ``protocol`` (see module doc)."""
     _check_folds(protocol, val_fraction, folds, fold)
-    cat = _cap_per_class(cat, max_per_class, seed)
+    keep = _cap_mask(cat, max_per_class, seed)  # the cap applies to training images only
     in_train_split = cat.split == "train"
     if protocol == "zero_shot":
         classes = cat.classes
@@ -105,12 +107,12 @@ def make_splits(
         test_mask = ~is_train_class & (~in_train_split | all_images)
         if not test_mask.any():  # datasets without an official test split
             test_mask = ~is_train_class
-        train, test = cat.subset(train_mask), EvalSplit(cat.subset(test_mask))
+        train, test = cat.subset(train_mask & keep), EvalSplit(cat.subset(test_mask))
     elif protocol == "closed_set":
-        train = cat.subset(in_train_split)
+        train = cat.subset(in_train_split & keep)
         test = EvalSplit(query=cat.subset(~in_train_split), reference=train)
     elif protocol == "official":
-        train = cat.subset(in_train_split)
+        train = cat.subset(in_train_split & keep)
         rest = cat.subset(~in_train_split)
         if rest.is_query is not None:
             test = EvalSplit(rest.subset(rest.is_query), rest.subset(rest.is_gallery))

@@ -315,11 +315,11 @@ class Trainer(Checkpointing):
             # ranks draw alike: every rank takes rank 0's states (its CUDA device's included)
             set_rng_state(process_group.broadcast_object(rng_state(device=self.device)), 0,
                           self.device)
-        if cfg.eval.evaluate_untrained and "untrained" not in self.results:
+        tests = cfg.eval.test and cfg.eval.evaluate_untrained
+        if tests and "untrained" not in self.results:
             self.results["untrained"] = evaluate_model(self.model, self.data.test, cfg,
                                                        self.device, "untrained evaluation")
-        if (cfg.eval.evaluate_untrained and cfg.model.freeze_backbone
-                and "pretrained_features" not in self.results):
+        if tests and cfg.model.freeze_backbone and "pretrained_features" not in self.results:
             self.results["pretrained_features"] = evaluate_model(
                 NormalizedFeatures(), self.data.test, cfg, self.device,
                 "pretrained features evaluation")
@@ -351,16 +351,8 @@ class Trainer(Checkpointing):
             self._kept.clear()  # persistent DataLoader workers end here
         if self.dist.is_main:
             save_weights(self.model.state_dict(), self.run.path / "model.safetensors")
-        self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device,
-                                               "final evaluation")
-        retrieval = self.model.retrieval
-        try:  # other embeddings the method offers (e.g. Sharing Matters' shared head)
-            for name, spec in self.method.retrieval_variants().items():
-                self.model.retrieval = spec
-                self.results[f"final_{name}"] = evaluate_model(
-                    self.model, self.data.test, cfg, self.device, f"final evaluation ({name})")
-        finally:
-            self.model.retrieval = retrieval
+        if cfg.eval.test:
+            self._test()
         self.results["epochs_trained"] = self.epoch
         if cfg.train.skip_nonfinite:
             self.results["skipped_nonfinite"] = {"count": len(self.skipped),
@@ -373,6 +365,20 @@ class Trainer(Checkpointing):
             tracker.log_results(self.run.path)
         process_group.barrier()  # the run directory is complete before any rank returns
         return self.results
+
+    def _test(self) -> None:
+        """``final`` (and ``final_<variant>``): the trained model's test metrics."""
+        cfg = self.cfg
+        self.results["final"] = evaluate_model(self.model, self.data.test, cfg, self.device,
+                                               "final evaluation")
+        retrieval = self.model.retrieval
+        try:  # other embeddings the method offers (e.g. Sharing Matters' shared head)
+            for name, spec in self.method.retrieval_variants().items():
+                self.model.retrieval = spec
+                self.results[f"final_{name}"] = evaluate_model(
+                    self.model, self.data.test, cfg, self.device, f"final evaluation ({name})")
+        finally:
+            self.model.retrieval = retrieval
 
     def _validate(self, row: dict) -> None:
         cfg = self.cfg.train

@@ -6,7 +6,9 @@
 2. **final**: the best trial's configuration is trained on every fold once per seed
    (``train.seed = 0..seeds-1``) and its (validation-selected) fold models are evaluated on
    the test classes, separated and concatenated (`dmlkit.protocol.final`).
-3. **report**: ``results.json``, ``report.md`` and ``report.html`` in the output folder.
+3. **report**: ``results.json`` (one record per trained model and anchor:
+   `dmlkit.protocol.records`), ``report.md`` and ``report.html`` in the output folder, and a
+   copy of ``results.json`` beside the report when the report has its own folder.
 
 Every run directory is named by its fold and a hash of its configuration
 (``<output>/<method>/fold<k>-<hash>``): a run whose ``metrics.json`` exists is reused
@@ -35,13 +37,10 @@ from dmlkit.engine.train import train
 from dmlkit.errors import ConfigError, TrainingError
 from dmlkit.protocol.benchmark_config import BenchmarkConfig
 from dmlkit.protocol.benchmark_progress import BenchmarkProgress
-from dmlkit.protocol.final import (
-    EMBEDDINGS,
-    evaluate_anchors,
-    evaluate_fold_models,
-    summarize,
-)
+from dmlkit.protocol.final import EMBEDDINGS, evaluate_anchors, evaluate_fold_models
+from dmlkit.protocol.records import SCHEMA, dumps, provenance, record
 from dmlkit.protocol.search import (
+    FINISHED,
     cross_validation_objective,
     finished_trials,
     open_study,
@@ -65,7 +64,8 @@ def method_config(
 
     Precedence: method preset < tracking defaults (MLflow experiment: the benchmark, parent
     run: the method's study, one database in the output folder) < ``budget`` preset <
-    benchmark ``set`` < method ``overrides`` < ``params`` < protocol keys. Every method's
+    benchmark ``set`` < method ``overrides`` < ``params`` < protocol keys (the runs skip their
+    own test evaluation: the final stage tests the selected models). Every method's
     runs share ``<output>/cache`` (frozen-backbone features are computed once per benchmark).
     """
     spec = bench.methods[method]
@@ -74,7 +74,7 @@ def method_config(
                 "run.tracking_uri": f"sqlite:///{Path(bench.output).resolve() / 'mlflow.db'}"}
     keys = {**tracking, **budget, **bench.set, **spec.overrides, **params,
             "data.folds": bench.folds, "data.fold": fold, "data.val_fraction": 0.0,
-            "train.seed": seed, "run.root": str(Path(bench.output) / method),
+            "eval.test": False, "train.seed": seed, "run.root": str(Path(bench.output) / method),
             "run.cache_dir": str(Path(bench.output) / "cache")}
     cfg = config_mod.load(spec.preset, [f"{k}={json.dumps(v)}" for k, v in keys.items()])
     cfg.run.name = f"fold{fold}-{config_hash(cfg)[:12]}"
@@ -208,45 +208,82 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         best = study.best_trial
     except ValueError:
         best = None
-    return {"counts": counts, "best_trial": None if best is None else best.number,
+    return {"counts": counts, "seconds": sum(h["seconds"] or 0.0 for h in history),
+            "best_trial": None if best is None else best.number,
             "best_value": None if best is None else best.value,
             "best_params": None if best is None else best.params, "trials": history}
+
+
+def train_seconds(run: RunDir) -> float:
+    """The run's training time: the sum of its epochs' ``train_seconds``."""
+    return round(sum(row.get("train_seconds", 0.0) for row in run.metrics_rows()), 3)
+
+
+def search_records(bench: BenchmarkConfig, method: str, study: optuna.Study) -> list[dict]:
+    """One record per fold run of every finished trial: its best validation metrics."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=FINISHED):
+        for k in range(len(t.user_attrs.get("fold_scores", []))):
+            cfg = method_config(bench, method, t.params, k, SEARCH_SEED)
+            run = RunDir(Path(cfg.run.root) / cfg.run.name)
+            if not (run.path / "metrics.json").is_file():
+                continue
+            best = run.read_json("metrics.json").get("best_val") or {}
+            out.append(record(method, "search", SEARCH_SEED, k, best, trial=t.number,
+                              config_hash=config_hash(cfg), train_s=train_seconds(run)))
+    return out
 
 
 def final_method(
     bench: BenchmarkConfig, method: str, study: optuna.Study, console: Console | None = None,
     progress: BenchmarkProgress | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Retrain the best trial's configuration per fold and seed; evaluate on the test classes.
 
-    Writes the concatenated test embeddings of seed 0 to ``<output>/<method>/`` (for the
-    report's map and gallery). ``untrained``: the seed-0 fold models at initialization, tested
-    the same way (the baseline a result is read against); with a frozen backbone also
-    ``pretrained_features``: the backbone's L2-normalized features, tested as they are.
+    Returns the method's final summary (parameters, trial, seed-0 run folders relative to the
+    output folder, seconds) and its records: per seed every fold model and the concatenated
+    embedding (``final``), the same models at initialization (``untrained``) and, with a
+    frozen backbone, its L2-normalized features tested as they are (``pretrained``). Writes
+    the concatenated seed-0 test embeddings to ``<output>/<method>/`` (the report's figures).
     """
     try:
-        params = study.best_trial.params
+        best = study.best_trial
     except ValueError:
         raise TrainingError(f"method {method}: no search trial completed (not run, or all "
                             "pruned or failed); see the study in the benchmark's storage"
                             ) from None
+    params = best.params
     progress = progress or BenchmarkProgress(bench.seeds * bench.folds)
     t0 = time.perf_counter()
-    seeds = []
+    records: list[dict[str, Any]] = []
+    seed0: list[str] = []
     for seed in range(bench.seeds):
-        runs = [fold_run(method_config(bench, method, params, k, seed),
-                         f"{method}: final, seed {seed + 1}/{bench.seeds}, fold "
+        cfgs = [method_config(bench, method, params, k, seed) for k in range(bench.folds)]
+        runs = [fold_run(cfg, f"{method}: final, seed {seed + 1}/{bench.seeds}, fold "
                          f"{k + 1}/{bench.folds}", progress, console)
-                for k in range(bench.folds)]
+                for k, cfg in enumerate(cfgs)]
         result, test = evaluate_fold_models([r.path for r in runs])
         if seed == 0:
-            out = Path(bench.output) / method / EMBEDDINGS
-            save_weights({"embeddings": test["embeddings"], "labels": test["labels"]}, out)
-        seeds.append({"seed": seed, "runs": [str(r.path) for r in runs], **result})
-    anchors = evaluate_anchors([method_config(bench, method, params, k, 0)
-                                for k in range(bench.folds)])
-    return {"params": params, "seeds": seeds, "summary": summarize(seeds), **anchors,
-            "seconds": time.perf_counter() - t0}
+            save_weights({"embeddings": test["embeddings"], "labels": test["labels"]},
+                         Path(bench.output) / method / EMBEDDINGS)
+            seed0 = [f"{method}/{cfg.run.name}" for cfg in cfgs]
+        for k, (cfg, run) in enumerate(zip(cfgs, runs, strict=True)):
+            records.append(record(method, "final", seed, k, result["separated"][k],
+                                  trial=best.number, config_hash=config_hash(cfg),
+                                  train_s=train_seconds(run)))
+        records.append(record(method, "final", seed, None, result["concatenated"],
+                              trial=best.number))
+        anchors = evaluate_anchors(cfgs)
+        untrained = anchors["untrained"]
+        records += [record(method, "untrained", seed, k, m)
+                    for k, m in enumerate(untrained["separated"])]
+        records.append(record(method, "untrained", seed, None, untrained["concatenated"]))
+        if "pretrained_features" in anchors:
+            records.append(record(method, "pretrained", seed, None,
+                                  anchors["pretrained_features"]))
+    final = {"params": params, "trial": best.number, "runs": seed0,
+             "seconds": time.perf_counter() - t0}
+    return final, records
 
 
 def run_benchmark(
@@ -268,13 +305,16 @@ def run_benchmark(
     out = Path(bench.output)
     url = storage or bench.storage_url
     results_path = out / RESULTS
+    t_start = time.time()
     if stage != "report":
+        env = {**environment(bench.seed), **provenance()}  # "started": now
         check_search_keys(bench)
         out.mkdir(parents=True, exist_ok=True)
         total = sum(search_trials(bench, m) for m in bench.methods) if stage != "final" else 0
         total += 0 if stage == "search" else len(bench.methods) * bench.seeds
         progress = BenchmarkProgress(total * bench.folds, console)
-        methods = {}
+        methods: dict[str, Any] = {}
+        records: list[dict[str, Any]] = []
         for name, spec in bench.methods.items():
             if stage == "final":
                 study = bench_study(bench, name, url, worker)
@@ -283,17 +323,28 @@ def run_benchmark(
             if stage == "search":
                 continue
             dataset = method_config(bench, name, {}, 0, SEARCH_SEED).data.name
+            final, method_records = final_method(bench, name, study, console, progress)
             methods[name] = {"preset": spec.preset, "dataset": dataset,
-                             "overrides": spec.overrides,
+                             "baseline": spec.baseline, "overrides": spec.overrides,
                              "search_space": {k: v.model_dump() for k, v in spec.search.items()},
-                             "search": study_summary(study),
-                             "final": final_method(bench, name, study, console, progress)}
+                             "search": study_summary(study), "final": final}
+            records += search_records(bench, name, study) + method_records
         if stage == "search":
             return out
-        results = {"benchmark": json.loads(mask_secrets(bench.model_dump_json())),
-                   "environment": environment(bench.seed), "methods": methods}
-        results_path.write_text(json.dumps(results, indent=2))
+        results = {"schema": SCHEMA,
+                   "benchmark": json.loads(mask_secrets(bench.model_dump_json())),
+                   "environment": {**env, "wall_s": time.time() - t_start},
+                   "methods": methods, "records": records}
+        results_path.write_text(dumps(results))
     if not results_path.is_file():
         raise ConfigError(f"{results_path} does not exist: run the final stage first")
-    write_report(Path(bench.report.folder or out), json.loads(results_path.read_text()))
+    results = json.loads(results_path.read_text())
+    if results.get("schema") != SCHEMA:
+        raise ConfigError(f"{results_path} was written by an older dmlkit (no per-model "
+                          "records): run the final stage again (finished runs are reused)")
+    folder = Path(bench.report.folder or out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.resolve() != out.resolve():  # the raw results go beside the report
+        (folder / RESULTS).write_text(results_path.read_text())
+    write_report(folder, results)
     return out

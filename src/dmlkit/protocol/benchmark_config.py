@@ -5,12 +5,13 @@ name: fashion-mnist-cpu
 output: runs/benchmarks/fashion-mnist-cpu   # results, runs, study database, report
 budget: fashion-mnist-cv   # a preset whose keys override every method's (the fixed settings)
 folds: 2          # class-disjoint folds of the train+val classes
-seeds: 2          # final retraining repeats (train.seed = 0..seeds-1)
+seeds: 5          # final retraining repeats (train.seed = 0..seeds-1); default 5
 trials: 4         # finished trials per method (complete or pruned)
 set: {train.epochs: 4}   # dotted overrides applied to every method (after the budget)
 methods:
   triplet:
     preset: triplet-small
+    baseline: null        # or another method's name: compared with it seed by seed
     overrides: {method.loss.params.margin: 0.2}
     search:
       optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
@@ -44,6 +45,8 @@ class MethodSpec(_Strict):
     """A compared method: a preset (or YAML file), fixed overrides, and its search space."""
 
     preset: str
+    baseline: str | None = Field(None, description="the method this one is read against: "
+                                 "a paired comparison over seeds gives its verdict")
     overrides: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, ParamSpec] = Field(default_factory=dict)
 
@@ -65,7 +68,8 @@ class BenchmarkConfig(_Strict):
     name: str
     output: str
     folds: int = Field(4, ge=2)
-    seeds: int = Field(1, ge=1)
+    seeds: int = Field(5, ge=1, description="final seeds: the unit of replication of every "
+                       "CI and paired test (docs/protocol.md)")
     trials: int = Field(10, ge=1)
     sampler: Literal["tpe", "random"] = "tpe"
     startup_trials: int = Field(10, ge=1, description="random trials before TPE models")
@@ -87,6 +91,10 @@ class BenchmarkConfig(_Strict):
         if bad:
             raise ValueError(f"method names {bad} must be letters, digits and . _ + - only "
                              "(they name folders)")
+        unknown = {m: s.baseline for m, s in methods.items()
+                   if s.baseline is not None and (s.baseline not in methods or s.baseline == m)}
+        if unknown:
+            raise ValueError(f"baselines {unknown} must name another method of the file")
         return methods
 
     @property

@@ -1,10 +1,12 @@
 """Test evaluation of the K fold models of one configuration (MLRC's two readings).
 
-- **separated**: each fold model embeds the test set on its own and is evaluated alone; the
-  report gives the mean and 95% CI over all models (K folds x seeds).
+- **separated**: each fold model embeds the test set on its own and is evaluated alone; a
+  seed's value is the mean over its K fold models.
 - **concatenated**: the K embeddings of one seed are L2-normalized and concatenated,
-  ``z = [f_1/||f_1||, ..., f_K/||f_K||]`` (K x d dims), and evaluated as one embedding; the
-  report gives the mean and 95% CI over seeds.
+  ``z = [f_1/||f_1||, ..., f_K/||f_K||]`` (K x d dims), and evaluated as one embedding.
+
+Either way the report's mean and 95% CI are over seeds (`dmlkit.protocol.statistics`): the
+fold models of one seed are not independent samples.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from dmlkit.evaluation import concatenate_normalized, evaluate
 from dmlkit.evaluation.extract import extract_embeddings
 from dmlkit.models.embedding_model import EmbeddingModel
 from dmlkit.models.heads import NormalizedFeatures
-from dmlkit.protocol.aggregate import mean_ci
 from dmlkit.serve.load import load_run
 
 EMBEDDINGS = "test-embeddings-seed0.safetensors"  # per method: concatenated seed-0 test queries
@@ -126,20 +127,3 @@ def evaluate_anchors(cfgs: Sequence[Config]) -> dict[str, Any]:
         out["pretrained_features"] = _fold_ensemble(
             cfgs[0], data, [NormalizedFeatures()])[0]["concatenated"]
     return out
-
-
-def summarize(seed_results: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
-    """{"separated" | "concatenated": {metric: [mean, 95% CI half-width]}}.
-
-    Separated pools every fold model of every seed; concatenated has one value per seed.
-    """
-    pools = {
-        "separated": [m for r in seed_results for m in r["separated"]],
-        "concatenated": [r["concatenated"] for r in seed_results],
-    }
-    out: dict[str, dict[str, list[float]]] = {}
-    for mode, rows in pools.items():
-        keys = [k for k, v in rows[0].items() if isinstance(v, float | int)]
-        out[mode] = {k: list(mean_ci([float(r[k]) for r in rows])) for k in keys}
-    return out
-

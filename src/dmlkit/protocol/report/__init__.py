@@ -35,7 +35,7 @@ def benchmark_figures(results: dict[str, Any]) -> list[Figure]:
     spec = results["benchmark"]["report"]
     seed = results["benchmark"]["seed"]
     methods = results["methods"]
-    runs = {m: [Path(p) for p in r["final"]["seeds"][0]["runs"]] for m, r in methods.items()}
+    runs = {m: [out / p for p in r["final"]["runs"]] for m, r in methods.items()}
     figures = [Figure("learning-curves", "Learning curves",
                       "Final seed-0 runs, one line per fold: validation MAP@R (the search and "
                       "early-stopping criterion) and training loss per epoch.",

@@ -6,8 +6,11 @@ import base64
 import html
 from typing import Any
 
-from dmlkit.protocol.report.content import Table, overview, params_table, results_table
+from dmlkit.protocol.compare import caption, compare_table, comparison
+from dmlkit.protocol.report.content import overview, params_table, search_table
 from dmlkit.protocol.report.figures import Figure
+from dmlkit.protocol.report.markdown import REPORT_METRICS
+from dmlkit.protocol.table import Table
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
@@ -40,9 +43,13 @@ def render_html(results: dict[str, Any], figures: list[Figure]) -> str:
     title = html.escape(f"Benchmark {results['benchmark']['name']}")
     parts = [f"<h1>{title}</h1>", "<ul>"]
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in overview(results)]
-    parts += ["</ul>", "<h2>Results (test classes; mean ± 95% CI; best in bold)</h2>",
-              html_table(results_table(results), "numbers"), "<h2>Selected hyperparameters</h2>",
-              html_table(params_table(results))]
+    parts.append("</ul>")
+    data = comparison(results)
+    for metric, name in REPORT_METRICS:
+        parts += [f"<h2>Test {name}</h2>", html_table(compare_table(data, metric), "numbers"),
+                  f"<p>{html.escape(caption(data, metric))}</p>"]
+    parts += ["<h2>Search</h2>", html_table(search_table(results), "numbers"),
+              "<h2>Selected hyperparameters</h2>", html_table(params_table(results))]
     for f in figures:
         uri = "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")
         parts += [f"<h2>{html.escape(f.title)}</h2>", f"<p>{html.escape(f.caption)}</p>",

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from dmlkit.protocol.report.content import Table, overview, params_table, results_table
+from dmlkit.protocol.compare import compare_markdown, comparison
+from dmlkit.protocol.report.content import overview, params_table, search_table
 from dmlkit.protocol.report.figures import Figure
+from dmlkit.protocol.table import markdown_table
 
-
-def markdown_table(table: Table) -> list[str]:
-    """GitHub table lines; bold cells wrapped in ``**``.
-
-    >>> markdown_table(Table(["a", "b"], [["x", "1"]], [[False, True]]))
-    ['| a | b |', '|---|---|', '| x | **1** |']
-    """
-    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
-    for row, bold in zip(table.rows, table.bold, strict=True):
-        cells = [f"**{c}**" if b else c for c, b in zip(row, bold, strict=True)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+REPORT_METRICS = [("map_at_r", "MAP@R"), ("precision_at_1", "P@1"), ("r_precision", "R-Prec")]
 
 
 def render_markdown(results: dict[str, Any], figures: list[Figure], figure_dir: str) -> str:
     """The report: overview, results, selected hyperparameters, then the figures."""
     lines = [f"# Benchmark {results['benchmark']['name']}", ""]
     lines += [f"- **{label}**: {text}" for label, text in overview(results)]
-    lines += ["", "## Results (test classes; mean ± 95% CI; best in bold)", ""]
-    lines += markdown_table(results_table(results))
+    for metric, title in REPORT_METRICS:
+        lines += ["", f"## Test {title}", ""]
+        lines += compare_markdown(comparison(results), metric)
+    lines += ["", "## Search", ""]
+    lines += markdown_table(search_table(results))
     lines += ["", "## Selected hyperparameters", ""]
     lines += markdown_table(params_table(results))
     for f in figures:
