@@ -13,7 +13,6 @@ a phase without a count; never carriage returns or cursor movement. The epochs' 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from dmlkit.base.periodic import every
 
 # sys.stderr is looked up at every write, so captured or redirected stderr is honoured
 _console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -93,21 +94,13 @@ def heartbeat(line: Callable[[], str | None], enabled: bool = True) -> Iterator[
     if not _active(enabled) or _console.is_terminal:
         yield
         return
-    stop = threading.Event()
-
     def beat() -> None:
-        while not stop.wait(INTERVAL):
-            text = line()
-            if text:
-                _console.print(text, markup=False)
+        text = line()
+        if text:
+            _console.print(text, markup=False)
 
-    thread = threading.Thread(target=beat, name="dmlkit-progress", daemon=True)
-    thread.start()
-    try:
+    with every(INTERVAL, beat, "dmlkit-progress"):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 @contextmanager

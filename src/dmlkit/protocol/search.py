@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
 import time
 import warnings
 import weakref
@@ -38,6 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from dmlkit.base.file_lock import file_lock
+from dmlkit.base.periodic import every
 from dmlkit.base.secrets import mask_secrets
 from dmlkit.engine.interrupt import TrainingInterrupted
 from dmlkit.errors import ConfigError, TrainingError
@@ -275,21 +275,9 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     if storage is None or not interval:
         yield
         return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
+    with every(interval, lambda: storage.record_heartbeat(trial._trial_id),
+               "dmlkit-trial-heartbeat", at_start=True):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial,
