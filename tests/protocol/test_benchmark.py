@@ -209,6 +209,8 @@ def test_shipped_benchmarks_load_and_resolve(tmp_path, name, count, dataset, bud
         frozen = name == "cifar10-frozen"
         assert cfg.model.freeze_backbone == frozen and cfg.model.pretrained == frozen
         assert not (frozen and cfg.data.stream_transforms)  # refused on cached features
+        # a one-stream method cannot name a second stream's transform (refused at training)
+        assert not (cfg.method.label == "metric" and cfg.data.stream_transforms)
         assert cfg.train.batch_size // cfg.train.m_per_class <= 2  # a fold trains on 2 classes
         assert set(spec.search) >= {"optim.lr"}
 

@@ -25,13 +25,3 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
         return float(x[0]), 0.0
     sem = x.std(ddof=1) / math.sqrt(len(x))
     return float(x.mean()), float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * sem)
-
-
-def format_ci(values: Sequence[float], digits: int = 3) -> str:
-    """``"0.512 ± 0.013"`` (mean ± 95% CI half-width).
-
-    >>> format_ci([0.5, 0.5])
-    '0.500 ± 0.000'
-    """
-    m, h = mean_ci(values)
-    return f"{m:.{digits}f} ± {h:.{digits}f}"
