@@ -50,7 +50,9 @@ test-kernels: $(STAMP)
 # Python (3.12) holding torch 2.11 + torchvision 0.26 first, then `pip install .` (not editable)
 # with every other dependency at its declared lower bound (constraints-oldest.txt). The install
 # must keep that torch; then pip check, a training run and the suite without its slow tests.
-OLDEST_PYTHON ?= $(shell command -v python3.12 || echo python3)
+# a Python 3.12 that runs (a pyenv shim may exist and refuse: try each), else python3
+OLDEST_PYTHON ?= $(or $(firstword $(foreach p,python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12),\
+	$(shell $(p) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null && echo $(p)))),python3)
 OLDEST_VENV ?= .venv-oldest
 OLDEST_TORCH := torch==2.11.0 torchvision==0.26.0
 test-oldest:
