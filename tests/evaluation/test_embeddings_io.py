@@ -128,3 +128,12 @@ def test_labels_stay_exact(tmp_path: Path) -> None:
                                   for y, e in zip(["cat", "dog", "cat", "ant"], EMB, strict=True)]
     (tmp_path / "named.csv").write_text("\n".join(named) + "\n")
     assert load_embeddings(tmp_path / "named.csv")[1].tolist() == [1, 2, 1, 0]
+
+
+def test_a_labels_file_with_columns_is_one_line(tmp_path: Path) -> None:
+    """Found by the fuzz test: a labels file of comma-separated columns (",\\n,") is refused in
+    one line, not a TypeError."""
+    np.save(tmp_path / "e.npy", np.zeros((2, 3), np.float32))
+    (tmp_path / "labels.txt").write_text(",\n,")
+    with pytest.raises(EvaluationError, match="one label per line, not 2 comma-separated"):
+        load_embeddings(tmp_path / "e.npy", tmp_path / "labels.txt")

@@ -73,7 +73,11 @@ def as_int64(labels: np.ndarray) -> np.ndarray:
 
 
 def _text_labels(path: Path) -> np.ndarray:
-    return exact_labels(np.loadtxt(path, dtype=str, ndmin=1, delimiter=","))
+    cells = np.loadtxt(path, dtype=str, ndmin=1, delimiter=",")
+    if cells.ndim != 1:
+        raise EvaluationError(f"{path}: one label per line, not {cells.shape[1]} "
+                              "comma-separated columns")
+    return exact_labels(cells)
 
 
 def _npy(path: Path, labels_path: Path | None) -> dict[str, np.ndarray]:
