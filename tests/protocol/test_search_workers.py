@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from dmlkit.protocol.search import FINISHED
+from dmlkit.protocol.search import FINISHED, with_psycopg
 
 POSTGRES = os.environ.get("DMLKIT_TEST_POSTGRES_URL")
 
@@ -25,7 +25,7 @@ def storage(request, tmp_path):
         return f"sqlite:///{tmp_path / 'study.db'}"
     if not POSTGRES:
         pytest.skip("no PostgreSQL server: set DMLKIT_TEST_POSTGRES_URL (.ci/run starts one)")
-    return POSTGRES
+    return with_psycopg(POSTGRES)  # the test's own Optuna reads it too (SQLAlchemy 2.0: psycopg2)
 
 
 def _env():

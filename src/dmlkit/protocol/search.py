@@ -145,6 +145,17 @@ def make_sampler(kind: str, seed: int, startup_trials: int = 10) -> optuna.sampl
     raise ConfigError(f"unknown sampler {kind!r}; choose tpe or random")
 
 
+def with_psycopg(storage: str) -> str:
+    """A bare ``postgresql://`` URL with the driver the ``[postgres]`` extra installs
+    (psycopg 3): SQLAlchemy 2.0 maps a bare URL to psycopg2, 2.1 to psycopg.
+
+    >>> with_psycopg("postgresql://u@h:5432/db"), with_psycopg("sqlite:///s.db")
+    ('postgresql+psycopg://u@h:5432/db', 'sqlite:///s.db')
+    """
+    scheme, sep, rest = storage.partition("://")
+    return f"postgresql+psycopg://{rest}" if sep and scheme == "postgresql" else storage
+
+
 def open_study(
     name: str,
     storage: str,
@@ -163,6 +174,7 @@ def open_study(
     sharing a study draw different points. ``prune_after``: completed trials before the median
     pruner acts (None: no pruning); ``startup_trials``: random trials before TPE models.
     """
+    storage = with_psycopg(storage)
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for attempt in range(2):
