@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from dmlkit.base.atomic_write import atomic_write_bytes, atomic_writer
 from dmlkit.base.file_stats import file_stats
 from dmlkit.base.progress import bar
 from dmlkit.data.image_open import open_image
-from dmlkit.data.workers import worker_error
+from dmlkit.data.workers import one_line_errors
 from dmlkit.errors import DataError
 
 FORMAT = 2  # bump when the file layout or the key's meaning changes (2: inodes in the key)
@@ -166,21 +166,13 @@ def build(folder: Path, key: str, images: Dataset, num_workers: int, name: str) 
     row, offset = 0, 0
     with bar(f"caching {n} images of {name}", n) as advance, \
             atomic_writer(folder / f"{key}.u8") as f:
-        for batch in _batches(loader):
+        for batch in one_line_errors(loader):
             for pixels in batch:
                 offsets[row], shapes[row] = offset, pixels.shape
                 f.write(pixels.tobytes())
                 row, offset = row + 1, offset + pixels.size
             advance(len(batch))
     atomic_write_bytes(folder / f"{key}.npz", _npz(offsets=offsets, shapes=shapes))
-
-
-def _batches(loader: DataLoader) -> Iterator[list]:
-    """The loader's batches; a DataError of a worker with its own one-line message."""
-    try:
-        yield from loader
-    except DataError as e:
-        raise worker_error(e) from None
 
 
 def _as_list(batch: list) -> list:

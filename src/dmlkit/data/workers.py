@@ -10,10 +10,14 @@ than it saves, so ``auto`` gives them none.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from torch.utils.data import Dataset, Subset
 
 from dmlkit.errors import DmlkitError
+
+T = TypeVar("T")
 
 
 def resolve_workers(setting: int | str, on_disk: bool, cores: int, ranks: int = 1) -> int:
@@ -73,3 +77,11 @@ def worker_error(error: DmlkitError) -> DmlkitError:
     if len(lines) > 1 and "DataLoader worker" in lines[0]:
         return type(error)(lines[-1].split(": ", 1)[-1])
     return error
+
+
+def one_line_errors(batches: Iterable[T]) -> Iterator[T]:
+    """``batches`` (a DataLoader's), raising a worker's DmlkitError as `worker_error` does."""
+    try:
+        yield from batches
+    except DmlkitError as e:
+        raise worker_error(e) from None

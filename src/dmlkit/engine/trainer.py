@@ -39,7 +39,7 @@ from dmlkit.data.dataset import ImageDataset
 from dmlkit.data.device_batches import DeviceBatches
 from dmlkit.data.seeded_batches import SeededBatches
 from dmlkit.data.transforms import split_to_float
-from dmlkit.data.workers import loader_workers, prefetch_factor, worker_error
+from dmlkit.data.workers import loader_workers, one_line_errors, prefetch_factor
 from dmlkit.engine.checkpoint import CheckpointFolder
 from dmlkit.engine.evaluate import evaluate_model
 from dmlkit.engine.interrupt import StopOnSignal, TrainingInterrupted, ignore_sigint
@@ -50,7 +50,7 @@ from dmlkit.engine.seed import rng_state, seed_everything, set_rng_state
 from dmlkit.engine.step import BadStep, Stepper
 from dmlkit.engine.tracking.tracker import Tracker
 from dmlkit.engine.trainer_checkpoints import Checkpointing, empty_epoch
-from dmlkit.errors import ConfigError, DmlkitError, TrainingError
+from dmlkit.errors import ConfigError, TrainingError
 from dmlkit.methods.base import Method
 from dmlkit.models.heads import NormalizedFeatures
 
@@ -59,12 +59,8 @@ MAX_LISTED = 100  # skipped steps listed in metrics.json
 
 
 def _drawn(iterators: list) -> Iterator[tuple]:
-    """One batch of every stream per iteration. A DmlkitError raised in a DataLoader worker
-    comes back with the worker's traceback prepended by torch: keep its own one-line message."""
-    try:
-        yield from zip(*iterators, strict=False)
-    except DmlkitError as e:
-        raise worker_error(e) from None
+    """One batch of every stream per iteration (a worker's error in one line)."""
+    return one_line_errors(zip(*iterators, strict=False))
 
 
 class Trainer(Checkpointing):
